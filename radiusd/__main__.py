@@ -1,0 +1,5 @@
+import sys
+
+from radiusd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""Accounting policy: what to store for each Accounting-Request, and when a session
+ends (RFC 2866; Rules §8: the password dies with the session).
+
+`preacct` turns a request into an `AcctRecord` (pure: request + now in, record out).
+`accounting` writes it through the group-commit store and answers only once the
+write is durable (RFC 2866 §2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from radiusd.device import normalise_mac
+from radiusd.radius.message import Drop, Outcome, Reply, Request
+from radiusd.radius.wire import Code
+from radiusd.store.sqlite import Op, Store
+
+log = logging.getLogger("radiusd.accounting")
+
+START, STOP, INTERIM, ACCOUNTING_ON, ACCOUNTING_OFF = 1, 2, 3, 7, 8
+STATUS_NAMES = {
+    START: "Start",
+    STOP: "Stop",
+    INTERIM: "Interim-Update",
+    ACCOUNTING_ON: "Accounting-On",
+    ACCOUNTING_OFF: "Accounting-Off",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AcctRecord:
+    status: int
+    unique_id: str
+    nas: str  # client name
+    nas_address: str  # who sent it: NAS-IP-Address, else the source address
+    acct_session_id: str
+    login: str | None
+    device: str | None
+    framed_ip: str | None
+    event_time: float  # now - Acct-Delay-Time (RFC 2866 §5.2)
+    session_time: int
+    input_octets: int
+    output_octets: int
+    input_packets: int
+    output_packets: int
+    terminate_cause: str | None
+    class_token: str | None
+
+
+class SessionHook(Protocol):
+    """The password side of accounting (Rules §8), given the same transaction."""
+
+    def session_started(self, record: AcctRecord, now: float) -> list[Op]: ...
+
+    def session_ended(self, record: AcctRecord, now: float, reason: str) -> list[Op]: ...
+
+    def nas_restarted(self, nas: str, nas_address: str, now: float, reason: str) -> list[Op]: ...
+
+
+class NoHook:
+    def session_started(self, record: AcctRecord, now: float) -> list[Op]:
+        return []
+
+    def session_ended(self, record: AcctRecord, now: float, reason: str) -> list[Op]:
+        return []
+
+    def nas_restarted(self, nas: str, nas_address: str, now: float, reason: str) -> list[Op]:
+        return []
+
+
+def unique_session_id(nas: str, nas_address: str, acct_session_id: str, login: str | None,
+                      nas_port: object) -> str:
+    """Like FreeRADIUS's Acct-Unique-Session-Id: a hash of what identifies a session at
+    one NAS. Acct-Session-Id alone is not unique: MikroTik restarts its counter after
+    a reboot and several NAS may share a client entry."""
+    material = "\x00".join([nas, nas_address, acct_session_id, login or "", str(nas_port or "")])
+    return hashlib.md5(material.encode()).hexdigest()
+
+
+def _counter(request: Request, low: str, high: str | None = None) -> int:
+    value = request.get(low) or 0
+    if high is not None:
+        value += (request.get(high) or 0) << 32  # RFC 2869 §5.1-5.2 Gigawords
+    return int(value)
+
+
+_UPSERT = """
+INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
+    started_at, updated_at, stopped_at, session_time, input_octets, output_octets,
+    input_packets, output_packets, terminate_cause, class_token)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(unique_id) DO UPDATE SET
+    login = COALESCE(excluded.login, login),
+    device = COALESCE(excluded.device, device),
+    framed_ip = COALESCE(excluded.framed_ip, framed_ip),
+    started_at = COALESCE(started_at, excluded.started_at),
+    updated_at = MAX(updated_at, excluded.updated_at),
+    stopped_at = COALESCE(stopped_at, excluded.stopped_at),
+    session_time = MAX(session_time, excluded.session_time),
+    input_octets = MAX(input_octets, excluded.input_octets),
+    output_octets = MAX(output_octets, excluded.output_octets),
+    input_packets = MAX(input_packets, excluded.input_packets),
+    output_packets = MAX(output_packets, excluded.output_packets),
+    terminate_cause = COALESCE(terminate_cause, excluded.terminate_cause),
+    class_token = COALESCE(class_token, excluded.class_token)
+"""
+
+# A Start for a session id that is already closed is a new session (the NAS reused
+# the id after a reboot): move the old row aside so both are kept.
+_RETIRE = """
+UPDATE sessions SET unique_id = unique_id || '/' || id
+WHERE unique_id = ? AND stopped_at IS NOT NULL
+"""
+
+_CLOSE_NAS = """
+UPDATE sessions SET stopped_at = ?, updated_at = ?, terminate_cause = ?
+WHERE nas = ? AND nas_address = ? AND stopped_at IS NULL
+"""
+
+
+class AccountingPolicy:
+    def __init__(self, store: Store, hook: SessionHook | None = None) -> None:
+        self.store = store
+        self.hook: SessionHook = hook or NoHook()
+
+    def preacct(self, request: Request, now: float) -> AcctRecord | Drop:
+        status = request.get("Acct-Status-Type")
+        if status not in STATUS_NAMES:
+            return Drop("acct_status_type_unknown")
+        nas_address = str(request.get("NAS-IP-Address") or request.get("NAS-IPv6-Address")
+                          or request.nas_address)
+        acct_session_id = request.get("Acct-Session-Id") or ""
+        if status in (START, STOP, INTERIM) and not acct_session_id:
+            return Drop("acct_session_id_missing")  # RFC 2866 §5.5: MUST be present
+        login = request.get("User-Name")
+        delay = request.get("Acct-Delay-Time") or 0
+        framed = request.get("Framed-IP-Address")
+        cause_num = request.get("Acct-Terminate-Cause")
+        cause = None
+        if cause_num is not None:
+            ad = request.codec.attr("Acct-Terminate-Cause")
+            cause = ad.names.get(int(cause_num), str(cause_num))
+        klass = request.raw("Class")
+        return AcctRecord(
+            status=int(status),
+            unique_id=unique_session_id(
+                request.client.name, nas_address, acct_session_id, login,
+                request.get("NAS-Port") or request.get("NAS-Port-Id"),
+            ),
+            nas=request.client.name,
+            nas_address=nas_address,
+            acct_session_id=acct_session_id,
+            login=login,
+            device=normalise_mac(request.get("Calling-Station-Id")),
+            framed_ip=str(framed) if framed else None,
+            event_time=now - min(int(delay), 86400),
+            session_time=int(request.get("Acct-Session-Time") or 0),
+            input_octets=_counter(request, "Acct-Input-Octets", "Acct-Input-Gigawords"),
+            output_octets=_counter(request, "Acct-Output-Octets", "Acct-Output-Gigawords"),
+            input_packets=_counter(request, "Acct-Input-Packets"),
+            output_packets=_counter(request, "Acct-Output-Packets"),
+            terminate_cause=cause,
+            class_token=klass.decode("ascii", "replace") if klass else None,
+        )
+
+    def operations(self, r: AcctRecord, now: float) -> list[Op]:
+        """The writes for one record: the session row and what the password side adds."""
+        if r.status in (ACCOUNTING_ON, ACCOUNTING_OFF):
+            reason = "nas-" + STATUS_NAMES[r.status].lower()
+            return [
+                (_CLOSE_NAS, (r.event_time, now, "NAS-Reboot", r.nas, r.nas_address)),
+                *self.hook.nas_restarted(r.nas, r.nas_address, now, reason),
+            ]
+        started = r.event_time - r.session_time if r.status != START else r.event_time
+        stopped = r.event_time if r.status == STOP else None
+        row = (
+            r.unique_id, r.login, r.device, r.nas, r.nas_address, r.acct_session_id,
+            r.framed_ip, started, now, stopped, r.session_time, r.input_octets,
+            r.output_octets, r.input_packets, r.output_packets, r.terminate_cause,
+            r.class_token,
+        )
+        ops: list[Op] = []
+        if r.status == START:
+            ops.append((_RETIRE, (r.unique_id,)))
+        ops.append((_UPSERT, row))
+        if r.status == STOP:
+            ops += self.hook.session_ended(r, now, "stop")
+        else:
+            ops += self.hook.session_started(r, now)
+        return ops
+
+    async def accounting(self, request: Request, record: object, now: float) -> Outcome:
+        assert isinstance(record, AcctRecord)
+        await self.store.write(self.operations(record, now))
+        return Reply(Code.ACCOUNTING_RESPONSE)

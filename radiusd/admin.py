@@ -1,0 +1,1 @@
+"""Admin subcommands (journal, sessions, purge) register themselves here."""

@@ -1,0 +1,165 @@
+"""Composition: config -> store, policies, endpoints, listeners; start and stop.
+
+`Server` is what `radiusd serve` runs and what tests start in-process on loopback
+(like aiosmtpd's Controller): same code, ephemeral ports, an injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import time
+from typing import Any
+
+from radiusd.accounting import AccountingPolicy
+from radiusd.clock import Clock, SystemClock
+from radiusd.config import DEFAULT_SECRET, Config
+from radiusd.dispatch import AuthPolicy, Dispatcher
+from radiusd.radius.clients import ClientTable
+from radiusd.radius.dedup import DuplicateCache
+from radiusd.radius.dictionary import default_codec
+from radiusd.radius.endpoint import Endpoint, Port
+from radiusd.radius.listener import Listener, open_socket
+from radiusd.stats import Stats
+from radiusd.store.sqlite import Store
+
+log = logging.getLogger("radiusd")
+
+# Bind errors that mean "this machine has no such address family/address": skip the
+# address with a warning as long as another one of the same port kind is bound.
+_SKIPPABLE = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
+
+
+class Server:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.stats = Stats()
+        self.codec = default_codec()
+        self.clients = ClientTable(config.clients)
+        self.dedup = DuplicateCache(config.server.duplicate_window_seconds)
+        self.store = Store(config.database.path, config.database.batch_max)
+        self.listeners: list[Listener] = []
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.background: list[asyncio.Task[Any]] = []
+        self.auth: AuthPolicy | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._stopped = asyncio.Event()
+
+    def addresses(self, port: Port) -> list[tuple[str, int]]:
+        return [ls.address for ls in self.listeners if ls.endpoint.port == port]
+
+    async def start(self) -> None:
+        cfg = self.config
+        await self.store.open()
+        from radiusd.auth import RejectAll
+
+        self.auth = RejectAll()
+        accounting = AccountingPolicy(self.store)
+        self.dispatcher = Dispatcher(self.auth, accounting, self.clock)
+        try:
+            self._bind("auth", cfg.server.auth_listen)
+            self._bind("acct", cfg.server.acct_listen)
+            for listener in self.listeners:
+                await listener.start()
+        except BaseException:
+            for listener in self.listeners:
+                listener.close()
+            await self.store.close()
+            raise
+        self._log_startup()
+
+    def _bind(self, port: Port, addresses: list[str]) -> None:
+        endpoint = Endpoint(port, self.clients, self.dedup, self.codec, self.stats)
+        assert self.dispatcher is not None
+        bound = 0
+        errors: list[str] = []
+        for listen in addresses:
+            try:
+                sock = open_socket(listen)
+            except OSError as e:
+                if e.errno in _SKIPPABLE:
+                    errors.append(f"{listen}: {e.strerror}")
+                    continue
+                raise OSError(e.errno, f"cannot listen on {listen} ({port}): {e.strerror}") from e
+            self.listeners.append(
+                Listener(endpoint, self.dispatcher, sock, self.in_flight,
+                         self.config.server.max_in_flight)
+            )
+            bound += 1
+        for err in errors:
+            log.warning("not listening on %s", err)
+        if not bound:
+            raise OSError(f"no {port} address could be bound: {'; '.join(errors)}")
+
+    def _log_startup(self) -> None:
+        for listener in self.listeners:
+            host, port = listener.address
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            log.info("listening for %s on %s/udp", listener.endpoint.port, shown)
+        for c in self.config.clients:
+            addrs = [c.address] if isinstance(c.address, str) else c.address
+            log.info("client %s: %s", c.name, ", ".join(addrs))
+        if any(c.secret == DEFAULT_SECRET for c in self.config.clients):
+            log.warning("a client uses the default secret %r: fine on loopback for a trial, "
+                        "never on a network", DEFAULT_SECRET)
+        log.info("database %s", self.config.database.path)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop reading, let in-flight requests finish and reply, flush the store."""
+        for listener in self.listeners:
+            await listener.stop_reading()
+        for task in self.background:
+            task.cancel()
+        for task in self.background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.in_flight:
+            _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)
+            for task in pending:
+                task.cancel()
+        for listener in self.listeners:
+            listener.close()
+        await self.store.close()
+        log.info("stopped: %s", self.stats.summary())
+        self._stopped.set()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM or SIGINT; return the exit status."""
+    server = Server(config)
+    try:
+        await server.start()
+    except OSError as e:
+        log.error("%s", e)
+        await server.store.close()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("radiusd ready (pid %d)", __import__("os").getpid())
+    await stop.wait()
+    t0 = time.monotonic()
+    log.info("shutting down: finishing %d request(s) in flight", len(server.in_flight))
+    await server.stop()
+    log.info("shutdown took %.2fs", time.monotonic() - t0)
+    return 0
+
+
+def run(config: Config) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(config))
+    return uvloop.run(serve(config))

@@ -1,0 +1,110 @@
+"""The `radiusd` command: a thin layer over the library.
+
+Exit status: 0 done, 1 the command failed (a message says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from radiusd import __version__
+from radiusd.config import Config, ConfigError, load, parse_listen
+
+Command = Callable[[argparse.Namespace], int]
+_commands: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+
+
+class UsageError(Exception):
+    """A bad argument: exit 2 with a message saying what to type."""
+
+
+def add_config_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "-c", "--config", metavar="FILE", required=required,
+        help="TOML configuration file (default: the embedded defaults)",
+    )
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return load(getattr(args, "config", None))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from radiusd.app import run
+
+    config = load_config(args)
+    return run(config)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    where = config.source or "embedded defaults"
+    print(f"{where}: OK")
+    for kind, addrs in (("auth", config.server.auth_listen), ("acct", config.server.acct_listen)):
+        for a in addrs:
+            host, port = parse_listen(a)
+            print(f"  would listen for {kind} on {a}/udp")
+    for c in config.clients:
+        addrs = [c.address] if isinstance(c.address, str) else c.address
+        print(f"  client {c.name}: {', '.join(addrs)} "
+              f"(require_message_authenticator={str(c.require_message_authenticator).lower()})")
+    print(f"  database {config.database.path}")
+    print(f"  sms provider {config.sms.provider}")
+    if config.http.listen:
+        print(f"  http on {', '.join(config.http.listen)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radiusd",
+        description="RADIUS server for public Wi-Fi: phone number + one-time SMS password.",
+    )
+    parser.add_argument("--version", action="version", version=f"radiusd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the server (embedded defaults without -c)")
+    add_config_arg(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a configuration file and show it")
+    add_config_arg(p)
+    p.set_defaults(func=_cmd_check_config)
+
+    for register in _commands:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from radiusd import admin  # noqa: F401  (registers journal/sessions/purge)
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"radiusd: {e}", file=sys.stderr)
+        return 1
+    except UsageError as e:
+        print(f"radiusd: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def register(fn: Callable[[argparse._SubParsersAction], None]) -> None:  # type: ignore[type-arg]
+    """Let another module add subcommands (journal, sessions, purge)."""
+    _commands.append(fn)

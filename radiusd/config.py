@@ -1,0 +1,323 @@
+"""Configuration: one TOML file, validated by pydantic, with embedded defaults.
+
+The keys are a contract operators script against (see `radiusd.example.toml`):
+extend them compatibly, never rename them. Every error names the file and the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_SECRET = "testing123"  # what FreeRADIUS ships for localhost; trials only
+
+
+class ConfigError(Exception):
+    """A configuration problem, already worded for the operator (file and key)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``"0.0.0.0:1812"`` or ``"[::]:1812"`` into host and port."""
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{value!r}: write IPv6 as \"[::1]:1812\"")
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"{value!r}: write \"ADDRESS:PORT\", e.g. \"0.0.0.0:1812\"")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: {host!r} is not an IP address") from None
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+ListenList = Annotated[list[str], Field(min_length=1)]
+
+
+class ServerConfig(_Section):
+    auth_listen: ListenList = ["0.0.0.0:1812", "[::]:1812"]
+    acct_listen: ListenList = ["0.0.0.0:1813", "[::]:1813"]
+    # RFC 5080 §2.2.2: how long a reply is kept for retransmissions.
+    duplicate_window_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Requests being processed at once; past it new requests are dropped (and counted)
+    # so that a flood makes the NAS retransmit instead of the server queueing forever.
+    max_in_flight: int = Field(default=4096, ge=1)
+
+    @field_validator("auth_listen", "acct_listen")
+    @classmethod
+    def _listen_ok(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parse_listen(item)
+        return v
+
+
+class DatabaseConfig(_Section):
+    path: str = "radiusd.db"
+    # Group commit: at most this many requests' writes share one transaction.
+    batch_max: int = Field(default=256, ge=1)
+
+
+class ClientConfig(_Section):
+    """One NAS (or a network of them) allowed to talk to us; RFC 2865 §3 shared secret."""
+
+    name: str = Field(min_length=1)
+    address: str | list[str]
+    secret: str = Field(min_length=1)
+    require_message_authenticator: Literal["auto"] | bool = "auto"
+    # "reject": "Get password" answers Access-Reject with a Reply-Message;
+    # "challenge": Access-Challenge with State (RFC 2865 §4.4).
+    otp_request: Literal["reject", "challenge"] = "reject"
+
+    @field_validator("address")
+    @classmethod
+    def _address_ok(cls, v: str | list[str]) -> str | list[str]:
+        items = [v] if isinstance(v, str) else v
+        if not items:
+            raise ValueError("give at least one IP address or CIDR network")
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR network (e.g. \"10.0.0.0/24\")"
+                ) from None
+        return v
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_ok(cls, v: str) -> str:
+        if len(v.encode()) > 128:
+            raise ValueError("a shared secret longer than 128 octets is not interoperable")
+        return v
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        items = [self.address] if isinstance(self.address, str) else self.address
+        return [ipaddress.ip_network(item, strict=False) for item in items]
+
+
+class SmsFileConfig(_Section):
+    path: str = "outbox.jsonl"
+
+
+class SmsKannelConfig(_Section):
+    url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"
+    username: str = ""
+    password: str = ""
+    sender: str = "WiFi"
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class SmsHttpConfig(_Section):
+    url: str = ""
+    method: Literal["POST", "GET", "PUT"] = "POST"
+    headers: dict[str, str] = {}
+    body: str = '{"to": "{to}", "text": "{text}", "sender": "{sender}"}'
+    body_format: Literal["json", "form"] = "json"
+    sender: str = "WiFi"
+    success_status: list[int] = [200, 201, 202]
+    success_field: str = ""  # dotted JSON path that must be truthy, e.g. "result.ok"
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class SmsSmppConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=2775, ge=1, le=65535)
+    system_id: str = ""
+    password: str = ""
+    system_type: str = ""
+    source_addr: str = "WiFi"
+    bind: Literal["transmitter", "transceiver"] = "transmitter"
+    window: int = Field(default=10, ge=1)
+    enquire_link_seconds: float = Field(default=30.0, gt=0)
+
+
+class SmsConfig(_Section):
+    provider: Literal["log", "file", "kannel", "http", "smpp"] = "log"
+    max_age_seconds: float = Field(default=600.0, gt=0)
+    file: SmsFileConfig = SmsFileConfig()
+    kannel: SmsKannelConfig = SmsKannelConfig()
+    http: SmsHttpConfig = SmsHttpConfig()
+    smpp: SmsSmppConfig = SmsSmppConfig()
+    # Message templates by language with "{code}"; empty means the built-in text.
+    templates: dict[Literal["kk", "ru", "en"], str] = {}
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_have_code(cls, v: dict[str, str]) -> dict[str, str]:
+        for lang, text in v.items():
+            if "{code}" not in text:
+                raise ValueError(f"template for {lang!r} must contain {{code}}")
+        return v
+
+
+class OtpConfig(_Section):
+    """Rules §5–§9: the one-time password and its abuse limits."""
+
+    default_region: str = "KZ"
+    allowed_regions: list[str] = ["KZ"]
+    length: int = Field(default=6, ge=4, le=12)
+    ttl_seconds: float = Field(default=300.0, gt=0)
+    max_lifetime_seconds: float = Field(default=86400.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    resend_after_seconds: float = Field(default=60.0, ge=0)
+    per_number_hourly: int = Field(default=5, ge=1)
+    per_number_daily: int = Field(default=10, ge=1)
+    per_device_hourly: int = Field(default=10, ge=1)
+    per_nas_minute: int = Field(default=60, ge=1)
+    global_per_minute: int = Field(default=300, ge=1)
+    language: Literal["kk", "ru", "en"] = "ru"
+    session_timeout_seconds: int = Field(default=0, ge=0)  # 0: not sent
+    idle_timeout_seconds: int = Field(default=0, ge=0)  # 0: not sent
+    key_file: str = "radiusd.key"  # created with mode 0600 when missing
+    key: str = ""  # base64 key; overrides key_file when set
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_ok(cls, v: str) -> str:
+        return _region(v)
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _regions_ok(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one region, e.g. [\"KZ\"]")
+        return [_region(r) for r in v]
+
+
+def _region(v: str) -> str:
+    import phonenumbers
+
+    code = v.upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{v!r} is not a two-letter region code such as \"KZ\"")
+    return code
+
+
+class AccountingConfig(_Section):
+    interim_interval_seconds: int = Field(default=300, ge=60)
+    # 0 means 3 x interim interval + 60 s margin.
+    stale_after_seconds: float = Field(default=0, ge=0)
+    reaper_interval_seconds: float = Field(default=60.0, gt=0)
+
+    def stale_after(self) -> float:
+        return self.stale_after_seconds or 3 * self.interim_interval_seconds + 60
+
+
+class JournalConfig(_Section):
+    vouchers: bool = False
+    store_document_number: bool = False
+    retention_days: int = Field(default=0, ge=0)  # 0: keep forever
+
+
+class HttpConfig(_Section):
+    listen: list[str] = []  # off unless configured, e.g. ["0.0.0.0:8080"]
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_ok(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parse_listen(item)
+        return v
+
+
+def _default_clients() -> list[ClientConfig]:
+    return [ClientConfig(name="localhost", address=["127.0.0.1", "::1"], secret=DEFAULT_SECRET)]
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    clients: list[ClientConfig] = Field(default_factory=_default_clients)
+    sms: SmsConfig = SmsConfig()
+    otp: OtpConfig = OtpConfig()
+    accounting: AccountingConfig = AccountingConfig()
+    journal: JournalConfig = JournalConfig()
+    http: HttpConfig = HttpConfig()
+
+    # Where the file was read from (None: embedded defaults). Relative paths in the
+    # file are relative to the working directory, as with FreeRADIUS's -d.
+    source: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _client_names_unique(self) -> Config:
+        seen: set[str] = set()
+        for c in self.clients:
+            if c.name in seen:
+                raise ValueError(f"clients: name {c.name!r} is used twice")
+            seen.add(c.name)
+        return self
+
+
+def _key_path(loc: tuple[int | str, ...], data: Any) -> str:
+    """Turn pydantic's location into TOML's way of naming a key: clients[1].secret."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "literal[", "str", "bool", "list[")):
+            continue  # union member names pydantic adds; not keys
+        else:
+            out += ("." if out else "") + part
+        if isinstance(node, dict):
+            node = node.get(part) if isinstance(part, str) else None
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, source: str, data: Any) -> str:
+    lines = []
+    for e in err.errors():
+        key = _key_path(tuple(e["loc"]), data)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (see radiusd.example.toml for the keys there are)"
+        lines.append(f"{source}: {key}: {msg}")
+    # A union (e.g. "auto" | true | false) reports once per member; say it once.
+    return "\n".join(dict.fromkeys(lines))
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate a TOML file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config()
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such file (run without -c for the defaults)") from None
+    except PermissionError:
+        raise ConfigError(f"{source}: not readable by this user") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a directory, give the TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    if "source" in data:
+        raise ConfigError(f"{source}: source: unknown key (see radiusd.example.toml)")
+    try:
+        return Config.model_validate(data).model_copy(update={"source": source})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source, data)) from None

@@ -1,0 +1,75 @@
+"""From a checked request to an outcome: the one place where packets meet policy.
+
+The stages are the ones FreeRADIUS's `sites-available/default` made familiar:
+``authorize`` -> ``authenticate`` -> ``post_auth`` for Access-Request, ``preacct`` ->
+``accounting`` for Accounting-Request. Status-Server (RFC 5997) is answered here.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from radiusd.clock import Clock
+from radiusd.radius.endpoint import Port
+from radiusd.radius.message import Drop, Outcome, Reply, Request
+from radiusd.radius.wire import Code
+
+
+class AuthPolicy(Protocol):
+    """Access-Request stages. ``authorize`` may answer at once (a reject, a challenge,
+    "password sent by SMS"); otherwise its context flows through the next stages."""
+
+    async def authorize(self, request: Request, now: float) -> object | Outcome: ...
+
+    async def authenticate(self, request: Request, context: object, now: float) -> bool: ...
+
+    async def post_auth(
+        self, request: Request, context: object, ok: bool, now: float
+    ) -> Outcome: ...
+
+
+class AccountingPolicy(Protocol):
+    """Accounting-Request stages. The Accounting-Response is returned only after the
+    record is committed (RFC 2866 §2: the server MUST NOT reply before it has
+    successfully recorded the packet)."""
+
+    def preacct(self, request: Request, now: float) -> object | Drop: ...
+
+    async def accounting(self, request: Request, record: object, now: float) -> Outcome: ...
+
+
+class Dispatcher:
+    def __init__(self, auth: AuthPolicy, accounting: AccountingPolicy, clock: Clock) -> None:
+        self.auth = auth
+        self.accounting = accounting
+        self.clock = clock
+
+    async def __call__(self, request: Request, port: Port) -> Outcome:
+        code = request.code
+        if code == Code.ACCESS_REQUEST:
+            return await self.access_request(request)
+        if code == Code.ACCOUNTING_REQUEST:
+            return await self.accounting_request(request)
+        if code == Code.STATUS_SERVER:
+            return self.status_server(port)
+        return Drop("unexpected_code")
+
+    async def access_request(self, request: Request) -> Outcome:
+        now = self.clock.now()
+        context = await self.auth.authorize(request, now)
+        if isinstance(context, Reply | Drop):
+            return context
+        ok = await self.auth.authenticate(request, context, now)
+        return await self.auth.post_auth(request, context, ok, now)
+
+    async def accounting_request(self, request: Request) -> Outcome:
+        now = self.clock.now()
+        record = self.accounting.preacct(request, now)
+        if isinstance(record, Drop):
+            return record
+        return await self.accounting.accounting(request, record, now)
+
+    @staticmethod
+    def status_server(port: Port) -> Reply:
+        """RFC 5997 §3: Access-Accept on the auth port, Accounting-Response on acct."""
+        return Reply(Code.ACCESS_ACCEPT if port == "auth" else Code.ACCOUNTING_RESPONSE)

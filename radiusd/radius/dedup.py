@@ -1,0 +1,63 @@
+"""Duplicate detection, RFC 5080 §2.2.2.
+
+A request is the same request when source address, source port, Identifier and
+Request Authenticator match (the code too, so an auth and an acct request never
+collide). While the first copy is being processed, copies are dropped; once it is
+answered, copies within the window get the byte-identical reply.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+DedupKey = tuple[str, int, int, int, bytes]  # host, port, code, identifier, authenticator
+
+IN_PROGRESS = b""
+
+
+@dataclass(slots=True)
+class _Entry:
+    reply: bytes  # IN_PROGRESS until answered
+    expires: float
+
+
+class DuplicateCache:
+    def __init__(self, window: float, max_entries: int = 200_000) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self._entries: OrderedDict[DedupKey, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, key: DedupKey, now: float) -> bytes | None:
+        """None: a new request (now marked in progress). b"": in progress, drop it.
+        Otherwise: the cached reply to send again."""
+        entry = self._entries.get(key)
+        if entry is not None and (entry.reply is IN_PROGRESS or entry.expires > now):
+            return entry.reply
+        self._expire(now)
+        self._entries[key] = _Entry(IN_PROGRESS, now + self.window)
+        self._entries.move_to_end(key)
+        return None
+
+    def answered(self, key: DedupKey, reply: bytes, now: float) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self._entries[key] = _Entry(reply, now + self.window)
+
+    def forget(self, key: DedupKey) -> None:
+        """The request got no reply (dropped by policy): let a retransmission retry."""
+        self._entries.pop(key, None)
+
+    def _expire(self, now: float) -> None:
+        entries = self._entries
+        while entries:
+            key, entry = next(iter(entries.items()))
+            if entry.reply is IN_PROGRESS and len(entries) < self.max_entries:
+                break  # oldest is still being processed; later ones are younger
+            if entry.expires > now and len(entries) < self.max_entries:
+                break
+            del entries[key]

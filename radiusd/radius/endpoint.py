@@ -1,0 +1,172 @@
+"""The protocol rules between a datagram and the policy, sans-IO.
+
+`receive(datagram, source, now)` decides what to do with one datagram: drop it (and
+why), send a cached reply again, or hand a checked `Request` to the dispatcher.
+`finish(...)` turns the dispatcher's outcome into bytes and remembers them for
+retransmissions. The UDP listener only moves datagrams between these and a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from radiusd.radius.clients import Client, ClientTable
+from radiusd.radius.dedup import DedupKey, DuplicateCache
+from radiusd.radius.dictionary import Codec
+from radiusd.radius.message import Drop, Outcome, Request
+from radiusd.radius.wire import (
+    PROXY_STATE,
+    Code,
+    Malformed,
+    Packet,
+    accounting_authenticator_ok,
+    encode_reply,
+    message_authenticator_ok,
+    parse,
+)
+from radiusd.stats import Stats
+
+log = logging.getLogger("radiusd.radius")
+
+Port = Literal["auth", "acct"]
+EAP_MESSAGE = 79
+
+# RFC 2865 §3 / RFC 2866 §3 / RFC 5997 §3: what each port answers.
+ACCEPTED_CODES: dict[Port, frozenset[int]] = {
+    "auth": frozenset({Code.ACCESS_REQUEST, Code.STATUS_SERVER}),
+    "acct": frozenset({Code.ACCOUNTING_REQUEST, Code.STATUS_SERVER}),
+}
+
+
+@dataclass(slots=True)
+class Resend:
+    data: bytes
+
+
+@dataclass(slots=True)
+class Process:
+    request: Request
+    key: DedupKey
+
+
+Action = Drop | Resend | Process
+
+
+class Endpoint:
+    """One per port kind; the client table and duplicate cache are shared."""
+
+    UNKNOWN_LOG_INTERVAL = 60.0
+
+    def __init__(
+        self,
+        port: Port,
+        clients: ClientTable,
+        dedup: DuplicateCache,
+        codec: Codec,
+        stats: Stats,
+    ) -> None:
+        self.port = port
+        self.clients = clients
+        self.dedup = dedup
+        self.codec = codec
+        self.stats = stats
+        self._accepted = ACCEPTED_CODES[port]
+        self._unknown_logged: dict[str, float] = {}
+
+    def _drop(self, reason: str) -> Drop:
+        self.stats.drop(reason)
+        return Drop(reason)
+
+    def receive(self, data: bytes, source: tuple[str, int], now: float) -> Action:
+        """Decide about one datagram. ``now`` is monotonic seconds (duplicate window)."""
+        self.stats.count(f"{self.port}.received")
+        try:
+            packet = parse(data)
+        except Malformed as e:
+            return self._drop(f"malformed.{e.reason}")
+        host = source[0]
+        client = self.clients.find(host)
+        if client is None:
+            self._log_unknown(host, now)
+            return self._drop("unknown_client")
+        if packet.code not in self._accepted:
+            return self._drop("unexpected_code")
+        reason = self._authenticate(packet.code, packet, client, host)
+        if reason:
+            return self._drop(reason)
+        key: DedupKey = (host, source[1], packet.code, packet.identifier, packet.authenticator)
+        cached = self.dedup.lookup(key, now)
+        if cached is not None:
+            if cached:
+                self.stats.count("duplicate.resent")
+                return Resend(cached)
+            return self._drop("duplicate_in_progress")
+        return Process(Request(packet, client, source, self.codec), key)
+
+    def _authenticate(self, code: int, packet: Packet, client: Client, host: str) -> str:
+        """Return a drop reason, or "" when the packet is authentic."""
+        secret = client.secret
+        if code == Code.ACCOUNTING_REQUEST:
+            if not accounting_authenticator_ok(packet, secret):
+                return "bad_authenticator"
+            if packet.has_message_authenticator and not message_authenticator_ok(packet, secret):
+                return "bad_message_authenticator"
+            return ""
+        if packet.has_message_authenticator:
+            if not message_authenticator_ok(packet, secret):
+                return "bad_message_authenticator"
+            if code == Code.ACCESS_REQUEST and host not in client.ma_seen:
+                client.ma_seen.add(host)
+            return ""
+        # No Message-Authenticator from here on.
+        if code == Code.STATUS_SERVER:
+            return "missing_message_authenticator"  # RFC 5997 §3: MUST
+        if client.requires_message_authenticator(host):
+            return "missing_message_authenticator"
+        if packet.first(EAP_MESSAGE) is not None:
+            return "missing_message_authenticator"  # RFC 3579 §3.2
+        if packet.first(PROXY_STATE) is not None:
+            # BlastRADIUS: an unsigned Access-Request with Proxy-State is the attack's
+            # shape; a NAS (not a proxy) never sends one. FreeRADIUS limit_proxy_state.
+            return "proxy_state_without_message_authenticator"
+        return ""
+
+    def finish(self, action: Process, outcome: Outcome, now: float) -> bytes | None:
+        """Encode the policy's answer and remember it for retransmissions."""
+        if isinstance(outcome, Drop):
+            self.dedup.forget(action.key)
+            self.stats.drop(outcome.reason)
+            return None
+        request = action.request
+        try:
+            attrs = [self.codec.encode(name, value) for name, value in outcome.attributes]
+            data = encode_reply(request.packet, outcome.code, attrs, request.client.secret)
+        except Exception:
+            log.exception("cannot encode the reply to %s; dropped", request.source)
+            self.dedup.forget(action.key)
+            self.stats.drop("reply_encoding")
+            return None
+        self.dedup.answered(action.key, data, now)
+        self.stats.count(f"{self.port}.sent.{Code(outcome.code).name.lower()}")
+        return data
+
+    def abandon(self, action: Process, reason: str) -> None:
+        """The request could not be processed (overload, failure): no reply, and a
+        retransmission may try again."""
+        self.dedup.forget(action.key)
+        self.stats.drop(reason)
+
+    def _log_unknown(self, host: str, now: float) -> None:
+        last = self._unknown_logged.get(host)
+        if last is not None and now - last < self.UNKNOWN_LOG_INTERVAL:
+            return
+        if len(self._unknown_logged) > 10_000:
+            self._unknown_logged.clear()
+        self._unknown_logged[host] = now
+        log.warning(
+            "request from %s dropped: no client matches that address "
+            "(add a [[clients]] entry; logged at most once a minute per address)",
+            host,
+        )

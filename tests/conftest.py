@@ -1,0 +1,47 @@
+"""Shared fixtures: the real server in-process on loopback, a simulated NAS, a clock
+the test moves, and the rule for real peers (skip locally, fail under CI=true)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from radiusd.app import Server
+from radiusd.clock import ManualClock
+from radiusd.testing.nas import SimulatedNAS
+from radiusd.testing.server import loopback_config, nas_for, running_server
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_peer(executable: str, package: str) -> str:
+    """Path of a real peer program; skip without it locally, fail without it in CI."""
+    path = shutil.which(executable) or (
+        executable if os.path.isabs(executable) and os.access(executable, os.X_OK) else None
+    )
+    if path:
+        return path
+    message = f"{executable} not found (Debian package {package}; scripts/install-peers)"
+    if IN_CI:
+        pytest.fail(f"CI=true and a required peer is missing: {message}")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def server(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Server]:
+    async with running_server(loopback_config(tmp_path, ipv6=True), clock) as s:
+        yield s
+
+
+@pytest.fixture
+def nas(server: Server) -> SimulatedNAS:
+    return nas_for(server, timeout=0.5, retries=1)
