@@ -1,16 +1,178 @@
-"""Access-Request policy (placeholder until the OTP policy lands): reject, politely."""
+"""Access-Request policy: phone number + one-time SMS password (Rules §4–§9).
+
+- authorize: who is this (E.164 number or a journal voucher), how did they prove it
+  (PAP or CHAP), and is this a "Get password" press (empty password)?
+- authenticate: does the password match a live one for this login and device?
+- post_auth: bind it on first use, write, and answer Access-Accept with Class,
+  Acct-Interim-Interval and the timeouts, or Access-Reject with a Reply-Message.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from radiusd import messages, phone
+from radiusd.config import Config
+from radiusd.device import looks_like_mac, normalise_mac
+from radiusd.otp import Checked, Issued, Password, PasswordBook, Refused
 from radiusd.radius.message import Outcome, Reply, Request
+from radiusd.radius.wire import Code
+from radiusd.store.sqlite import Store
+
+log = logging.getLogger("radiusd.auth")
+
+STATE_PREFIX = b"rdc."  # our Access-Challenge State values (RFC 2865 §5.24)
 
 
-class RejectAll:
+@dataclass(slots=True)
+class LoginContext:
+    login: str
+    device: str | None
+    matches: Callable[[str], bool]
+    checked: Checked | None = None
+
+
+def _pap_matcher(clear: bytes) -> Callable[[str], bool]:
+    return lambda code: hmac.compare_digest(code.encode(), clear)
+
+
+def _chap_matcher(chap: bytes, challenge: bytes) -> Callable[[str], bool]:
+    """RFC 2865 §2.2 / §5.3: MD5(CHAP Ident + password + challenge)."""
+    ident, response = chap[:1], chap[1:]
+    return lambda code: hmac.compare_digest(
+        hashlib.md5(ident + code.encode() + challenge).digest(), response)
+
+
+class OtpAuth:
+    def __init__(self, config: Config, book: PasswordBook, store: Store,
+                 sms_queued: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.book = book
+        self.store = store
+        self.sms_queued = sms_queued
+        self.language = config.otp.language
+        self._challenges: OrderedDict[bytes, str] = OrderedDict()
+        self.issued_count = 0
+
+    def _reject(self, key: str, **values: object) -> Reply:
+        return Reply.reject(messages.text(key, self.language, **values))
+
     async def authorize(self, request: Request, now: float) -> object | Outcome:
-        return Reply.reject("Login is not available yet")
+        name = (request.get("User-Name") or "").strip()
+        if not name:
+            return self._reject("no_login")
+        chap = request.raw("CHAP-Password")
+        clear = request.user_password() if chap is None else None
+        if chap is not None:
+            if len(chap) != 17:
+                return self._reject("unsupported_method")
+            challenge = request.raw("CHAP-Challenge") or request.packet.authenticator
+            matches = _chap_matcher(chap, challenge)
+        elif clear is not None:
+            matches = _pap_matcher(clear)
+        else:
+            return self._reject("unsupported_method")
+        device = normalise_mac(request.get("Calling-Station-Id"))
+        if looks_like_mac(name):
+            # MAC authentication (MikroTik login-by=mac): never an SMS for it.
+            return self._reject("mac_login")
+        try:
+            login = phone.normalise(name, self.config.otp.default_region,
+                                    self.config.otp.allowed_regions)
+        except phone.NumberRefused as refused:
+            voucher = await self._voucher(name)
+            if voucher is None:
+                return self._reject(refused.reason)
+            login = voucher.login
+        else:
+            voucher = None
+        if matches(""):
+            if voucher is not None:
+                return self._reject("enter_code")
+            return await self.get_password(request, login, device, now)
+        return LoginContext(login, device, matches)
+
+    async def get_password(self, request: Request, login: str, device: str | None,
+                           now: float) -> Outcome:
+        """Rules §5-§6 through the controller's own login page."""
+        result = self.book.request(login, device=device, nas=request.client.name,
+                                   language=self.language, now=now)
+        if isinstance(result, Refused):
+            return Reply.reject(result.message(self.language))
+        await self._commit_issue(result)
+        sent = messages.text("sms_sent", self.language, phone=phone.mask(login))
+        if request.client.otp_request == "challenge":
+            state = STATE_PREFIX + secrets.token_hex(12).encode()
+            self._remember_challenge(state, login)
+            return Reply(Code.ACCESS_CHALLENGE).add("Reply-Message", sent).add("State", state)
+        return Reply.reject(sent)
+
+    async def _commit_issue(self, issued: Issued) -> None:
+        await self.store.write(issued.ops)
+        self.issued_count += 1
+        self.sms_queued()
+
+    def _remember_challenge(self, state: bytes, login: str) -> None:
+        self._challenges[state] = login
+        while len(self._challenges) > 10_000:
+            self._challenges.popitem(last=False)
+
+    async def _voucher(self, login: str) -> Password | None:
+        """Rules §10 vouchers are made by `radiusd journal open` in another process:
+        look in the database when the book does not know the login."""
+        for pw in self.book.by_id.values():
+            if pw.login == login and pw.kind == "voucher":
+                return pw
+        from radiusd.otp import LIVE_COLUMNS
+
+        rows = await self.store.fetchall(
+            f"SELECT {LIVE_COLUMNS} FROM passwords "
+            "WHERE login = ? AND kind = 'voucher' AND state != 'expired'", (login,))
+        for row in rows:
+            self.book.load([row], [])
+        for pw in self.book.by_id.values():
+            if pw.login == login and pw.kind == "voucher":
+                return pw
+        return None
 
     async def authenticate(self, request: Request, context: object, now: float) -> bool:
-        return False
+        assert isinstance(context, LoginContext)
+        context.checked = self.book.check(context.login, context.matches, context.device, now)
+        return context.checked.password is not None
 
-    async def post_auth(self, request: Request, context: object, ok: bool, now: float) -> Outcome:
-        return Reply.reject("Login is not available yet")
+    async def post_auth(self, request: Request, context: object, ok: bool,
+                        now: float) -> Outcome:
+        assert isinstance(context, LoginContext) and context.checked is not None
+        checked = context.checked
+        ops = list(checked.ops)
+        pw = checked.password
+        if pw is None:
+            if ops:
+                await self.store.write(ops)
+            return self._reject(checked.reason)
+        if checked.claimed:
+            ops += self.book.claim(pw, device=context.device, nas=request.client.name,
+                                   nas_address=request.nas_address, now=now)
+        if ops:
+            await self.store.write(ops)
+        return self._accept(pw, now)
+
+    def _accept(self, pw: Password, now: float) -> Reply:
+        cfg = self.config
+        reply = Reply(Code.ACCESS_ACCEPT)
+        assert pw.class_token is not None
+        reply.add("Class", pw.class_token.encode())
+        reply.add("Acct-Interim-Interval", cfg.accounting.interim_interval_seconds)
+        # The NAS disconnects at the password's max lifetime at the latest (Rules §8).
+        remaining = int(pw.issued_at + cfg.otp.max_lifetime_seconds - now)
+        timeout = min(t for t in (cfg.otp.session_timeout_seconds or remaining, remaining))
+        reply.add("Session-Timeout", max(1, timeout))
+        if cfg.otp.idle_timeout_seconds:
+            reply.add("Idle-Timeout", cfg.otp.idle_timeout_seconds)
+        return reply

@@ -184,7 +184,7 @@ class OtpConfig(_Section):
     per_device_hourly: int = Field(default=10, ge=1)
     per_nas_minute: int = Field(default=60, ge=1)
     global_per_minute: int = Field(default=300, ge=1)
-    language: Literal["kk", "ru", "en"] = "ru"
+    language: Literal["kk", "ru", "en"] = "en"
     session_timeout_seconds: int = Field(default=0, ge=0)  # 0: not sent
     idle_timeout_seconds: int = Field(default=0, ge=0)  # 0: not sent
     key_file: str = "radiusd.key"  # created with mode 0600 when missing

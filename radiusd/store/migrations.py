@@ -22,6 +22,7 @@ MIGRATIONS: list[str] = [
         claimed_at    REAL,
         device        TEXT,                   -- Calling-Station-Id, 12 hex digits
         nas           TEXT,                   -- client name
+        nas_address   TEXT,
         class_token   TEXT,
         attempts      INTEGER NOT NULL DEFAULT 0,
         expired_at    REAL,

@@ -1,0 +1,117 @@
+"""What users read: Reply-Message texts and the SMS, in Kazakh, Russian and English.
+
+Reply-Message is what MikroTik shows as `$(error)` and CoovaChilli hands to the portal,
+so each text is short and says what to do next. The SMS fits one UCS-2 segment
+(70 characters) with a 12-digit code.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Language = Literal["kk", "ru", "en"]
+
+TEXTS: dict[str, dict[str, str]] = {
+    "sms_sent": {
+        "kk": "Құпиясөз SMS арқылы {phone} нөміріне жіберілді",
+        "ru": "Пароль отправлен по SMS на {phone}",
+        "en": "Password sent by SMS to {phone}",
+    },
+    "sms_text": {
+        "kk": "Wi-Fi құпиясөзі: {code}",
+        "ru": "Пароль Wi-Fi: {code}",
+        "en": "Wi-Fi password: {code}",
+    },
+    "enter_code": {
+        "kk": "SMS-тегі құпиясөзді енгізіңіз",
+        "ru": "Введите пароль из SMS",
+        "en": "Enter the password from the SMS",
+    },
+    "no_login": {
+        "kk": "Ұялы телефон нөмірін енгізіңіз",
+        "ru": "Введите номер мобильного телефона",
+        "en": "Enter your mobile phone number",
+    },
+    "not_a_number": {
+        "kk": "Бұл телефон нөмірі емес. Мысалы: 8 701 234 56 78",
+        "ru": "Это не номер телефона. Пример: 8 701 234 56 78",
+        "en": "That is not a phone number. Example: 8 701 234 56 78",
+    },
+    "not_mobile": {
+        "kk": "Тек ұялы телефон нөмірі қабылданады",
+        "ru": "Нужен номер мобильного телефона",
+        "en": "Only mobile numbers can receive a password",
+    },
+    "region_not_allowed": {
+        "kk": "Бұл елдің нөмірлеріне құпиясөз жіберілмейді",
+        "ru": "На номера этой страны пароль не отправляется",
+        "en": "Passwords are not sent to numbers of this country",
+    },
+    "mac_login": {
+        "kk": "Кіру үшін телефон нөмірін енгізіңіз",
+        "ru": "Для входа введите номер телефона",
+        "en": "Log in with your phone number",
+    },
+    "resend_wait": {
+        "kk": "Жаңа құпиясөзді {seconds} секундтан кейін сұраңыз",
+        "ru": "Новый пароль можно запросить через {seconds} с",
+        "en": "You can ask for a new password in {seconds} s",
+    },
+    "number_limit": {
+        "kk": "Бұл нөмірге құпиясөз тым жиі сұралды. Кейінірек көріңіз",
+        "ru": "Слишком много запросов пароля на этот номер. Попробуйте позже",
+        "en": "Too many passwords for this number. Try again later",
+    },
+    "device_limit": {
+        "kk": "Бұл құрылғыдан тым көп сұрау. Кейінірек көріңіз",
+        "ru": "Слишком много запросов с этого устройства. Попробуйте позже",
+        "en": "Too many requests from this device. Try again later",
+    },
+    "busy": {
+        "kk": "Қызмет бос емес. Бір минуттан кейін көріңіз",
+        "ru": "Сервис занят. Попробуйте через минуту",
+        "en": "The service is busy. Try again in a minute",
+    },
+    "wrong_password": {
+        "kk": "Құпиясөз қате",
+        "ru": "Неверный пароль",
+        "en": "Wrong password",
+    },
+    "password_expired": {
+        "kk": "Құпиясөз жарамсыз. «Құпиясөз алу» батырмасын басыңыз",
+        "ru": "Пароль недействителен. Нажмите «Получить пароль»",
+        "en": "This password is no longer valid. Press \"Get password\"",
+    },
+    "too_many_attempts": {
+        "kk": "Қате әрекеттер тым көп. Жаңа құпиясөз сұраңыз",
+        "ru": "Слишком много неверных попыток. Запросите новый пароль",
+        "en": "Too many wrong tries. Ask for a new password",
+    },
+    "other_device": {
+        "kk": "Бұл құпиясөз басқа құрылғыда қолданылуда",
+        "ru": "Этот пароль уже используется на другом устройстве",
+        "en": "This password is in use on another device",
+    },
+    "sms_failed": {
+        "kk": "SMS жеткізілмеді. Қайта көріңіз",
+        "ru": "Не удалось доставить SMS. Попробуйте ещё раз",
+        "en": "The SMS could not be delivered. Please try again",
+    },
+    "unsupported_method": {
+        "kk": "Бұл кіру әдісіне қолдау көрсетілмейді (PAP немесе CHAP керек)",
+        "ru": "Этот способ входа не поддерживается (нужен PAP или CHAP)",
+        "en": "This login method is not supported (use PAP or CHAP)",
+    },
+}
+
+
+def text(key: str, language: str, **values: object) -> str:
+    table = TEXTS[key]
+    template = table.get(language) or table["en"]
+    return template.format(**values)
+
+
+def sms_text(language: str, code: str, templates: dict[str, str] | None = None) -> str:
+    template = (templates or {}).get(language) or TEXTS["sms_text"].get(language) \
+        or TEXTS["sms_text"]["en"]
+    return template.replace("{code}", code)

@@ -1,0 +1,56 @@
+"""Is this a mobile number we may send a password to? Rules §4: the login is the
+subscriber's mobile number. Parsing is Google's libphonenumber (`phonenumbers`)."""
+
+from __future__ import annotations
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
+
+MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+
+
+class NumberRefused(Exception):
+    """``reason`` is a message key: not_a_number | not_mobile | region_not_allowed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalise(text: str, default_region: str, allowed_regions: list[str]) -> str:
+    """What people type (`8 701 234 56 78`, `+7 (701) 234-56-78`, `77012345678`) ->
+    E.164 (`+77012345678`), or raise `NumberRefused`."""
+    cleaned = text.strip()
+    if not cleaned or len(cleaned) > 32:
+        raise NumberRefused("not_a_number")
+    try:
+        number = phonenumbers.parse(cleaned, default_region)
+    except NumberParseException:
+        number = None
+    if (number is None or not phonenumbers.is_valid_number(number)) and cleaned.isdigit():
+        # "77012345678": the country code typed without "+".
+        try:
+            number = phonenumbers.parse("+" + cleaned, None)
+        except NumberParseException:
+            number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise NumberRefused("not_a_number")
+    region = phonenumbers.region_code_for_number(number)
+    if region not in allowed_regions:
+        raise NumberRefused("region_not_allowed")
+    if phonenumbers.number_type(number) not in MOBILE_TYPES:
+        raise NumberRefused("not_mobile")
+    return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+
+
+def mask(e164: str) -> str:
+    """`+77012345678` -> `+7 701 *** ** 78`: enough for the user to recognise, not
+    enough for a shoulder-surfer."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except NumberParseException:
+        return e164[:4] + "***" + e164[-2:]
+    national = str(number.national_number)
+    if len(national) < 7:
+        return f"+{number.country_code} " + "*" * (len(national) - 2) + national[-2:]
+    return f"+{number.country_code} {national[:3]} *** ** {national[-2:]}"
