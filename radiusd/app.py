@@ -16,17 +16,17 @@ from typing import Any
 
 from radiusd.accounting import AccountingPolicy
 from radiusd.auth import OtpAuth
-from radiusd.otp import LIVE_COLUMNS, PasswordBook
-from radiusd.reaper import Reaper
-from radiusd.sealing import Sealer
 from radiusd.clock import Clock, SystemClock
 from radiusd.config import DEFAULT_SECRET, Config
 from radiusd.dispatch import Dispatcher
+from radiusd.otp import LIVE_COLUMNS, PasswordBook
 from radiusd.radius.clients import ClientTable
 from radiusd.radius.dedup import DuplicateCache
 from radiusd.radius.dictionary import default_codec
 from radiusd.radius.endpoint import Endpoint, Port
 from radiusd.radius.listener import Listener, open_socket
+from radiusd.reaper import Reaper
+from radiusd.sealing import Sealer
 from radiusd.stats import Stats
 from radiusd.store.sqlite import Store
 

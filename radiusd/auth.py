@@ -98,6 +98,21 @@ class OtpAuth:
             return await self.get_password(request, login, device, now)
         return LoginContext(login, device, matches)
 
+    async def request_password(self, text: str, *, device: str | None, nas: str | None,
+                               now: float, language: str | None = None) -> Issued | Refused:
+        """Rules §5-§6 for any front door (RADIUS, the HTTP API): normalise the number,
+        apply the limits, issue and queue the SMS in one transaction."""
+        lang = language or self.language
+        try:
+            login = phone.normalise(text, self.config.otp.default_region,
+                                    self.config.otp.allowed_regions)
+        except phone.NumberRefused as refused:
+            return Refused(refused.reason)
+        result = self.book.request(login, device=device, nas=nas, language=lang, now=now)
+        if isinstance(result, Issued):
+            await self._commit_issue(result)
+        return result
+
     async def get_password(self, request: Request, login: str, device: str | None,
                            now: float) -> Outcome:
         """Rules §5-§6 through the controller's own login page."""
@@ -157,8 +172,12 @@ class OtpAuth:
                 await self.store.write(ops)
             return self._reject(checked.reason)
         if checked.claimed:
+            # Bind to the NAS as accounting names it (NAS-IP-Address first), so that
+            # its Accounting-On/Off finds this password (Rules §8).
+            nas_address = str(request.get("NAS-IP-Address") or request.get("NAS-IPv6-Address")
+                              or request.nas_address)
             ops += self.book.claim(pw, device=context.device, nas=request.client.name,
-                                   nas_address=request.nas_address, now=now)
+                                   nas_address=nas_address, now=now)
         if ops:
             await self.store.write(ops)
         return self._accept(pw, now)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from radiusd import __version__
-from radiusd.config import Config, ConfigError, load, parse_listen
+from radiusd.config import Config, ConfigError, load
 
 Command = Callable[[argparse.Namespace], int]
 _commands: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
@@ -45,7 +45,6 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{where}: OK")
     for kind, addrs in (("auth", config.server.auth_listen), ("acct", config.server.acct_listen)):
         for a in addrs:
-            host, port = parse_listen(a)
             print(f"  would listen for {kind} on {a}/udp")
     for c in config.clients:
         addrs = [c.address] if isinstance(c.address, str) else c.address

@@ -87,6 +87,13 @@ class ClientConfig(_Section):
     # "challenge": Access-Challenge with State (RFC 2865 §4.4).
     otp_request: Literal["reject", "challenge"] = "reject"
 
+    @field_validator("require_message_authenticator", mode="before")
+    @classmethod
+    def _require_ma_ok(cls, v: object) -> object:
+        if v == "auto" or isinstance(v, bool):
+            return v
+        raise ValueError('must be "auto", true or false (no quotes around true/false)')
+
     @field_validator("address")
     @classmethod
     def _address_ok(cls, v: str | list[str]) -> str | list[str]:
@@ -230,6 +237,14 @@ class JournalConfig(_Section):
 
 class HttpConfig(_Section):
     listen: list[str] = []  # off unless configured, e.g. ["0.0.0.0:8080"]
+    # POST /api/v1/otp per client IP, on top of the RADIUS limits (Rules §6 costs money).
+    per_ip_per_minute: int = Field(default=5, ge=1)
+    per_ip_hourly: int = Field(default=30, ge=1)
+    # Reverse proxies whose X-Forwarded-For is believed (exact IP addresses).
+    trusted_proxies: list[str] = []
+    # Hosts the portal may send a login to (link-login-only, uamip, login_url);
+    # empty: any. Set it on a public server so the page cannot be used to phish codes.
+    portal_login_hosts: list[str] = []
 
     @field_validator("listen")
     @classmethod

@@ -26,6 +26,7 @@ from radiusd.sealing import Sealer
 from radiusd.store.sqlite import Op
 
 HOUR, DAY, MINUTE = 3600.0, 86400.0, 60.0
+CLASS_PREFIX = "rd1."  # our Class values (RFC 2865 §5.25)
 
 _INSERT = """
 INSERT INTO passwords (id, login, kind, state, secret, language, issued_at, unclaimed_until,
@@ -258,7 +259,7 @@ class PasswordBook:
         ops.append((_INSERT, (pw.id, login, "phone", "issued",
                               self.sealer.seal(code.encode(), b"otp"), language, now,
                               pw.unclaimed_until, device, nas, None)))
-        text = messages.sms_text(language, code, dict(self.sms.templates))
+        text = messages.sms_text(language, code, {str(k): v for k, v in self.sms.templates.items()})
         ops.append((_QUEUE_SMS, (secrets.randbits(62), pw.id, login,
                                  self.sealer.seal(text.encode(), b"sms"), now, now)))
         return Issued(pw, ops)
@@ -285,9 +286,10 @@ class PasswordBook:
                     return Checked(None, "other_device", ops)
                 # Rules §8: still connected: re-authentication (pfSense, Session-Timeout).
                 return Checked(pw, "", ops)
-        pw = self.issued.get(login)
-        if pw is None:
+        issued = self.issued.get(login)
+        if issued is None:
             return Checked(None, self.notice.pop(login, "password_expired"), ops)
+        pw = issued
         if now >= pw.unclaimed_until or now >= pw.issued_at + self.cfg.max_lifetime_seconds:
             ops += self.expire(pw, now, "ttl")
             return Checked(None, "password_expired", ops)
@@ -309,7 +311,7 @@ class PasswordBook:
         pw.device = device
         pw.nas = nas
         pw.nas_address = nas_address
-        pw.class_token = "rd1." + secrets.token_hex(12)
+        pw.class_token = CLASS_PREFIX + secrets.token_hex(12)
         self.active.setdefault(pw.login, []).append(pw)
         self.by_class[pw.class_token] = pw
         return [pw.save()]
@@ -351,8 +353,12 @@ class PasswordBook:
 
     def find_for_session(self, class_token: str | None, login: str | None,
                          device: str | None) -> Password | None:
-        if class_token and class_token in self.by_class:
-            return self.by_class[class_token]
+        if class_token:
+            pw = self.by_class.get(class_token)
+            if pw is not None or class_token.startswith(CLASS_PREFIX):
+                # Our Class names exactly one login: if it is dead, so is this session;
+                # never fall back to another live password of the same user.
+                return pw
         if login:
             for pw in self.active.get(login, ()):
                 if device is None or pw.device == device:
@@ -395,7 +401,7 @@ class PasswordBook:
         """Expire what time alone has killed: unclaimed TTL and max lifetime."""
         ops: list[Op] = []
         for pw in list(self.by_id.values()):
-            if pw.state == "issued" and now >= pw.unclaimed_until or \
+            if (pw.state == "issued" and now >= pw.unclaimed_until) or \
                     now >= pw.issued_at + self.cfg.max_lifetime_seconds:
                 ops += self.expire(pw, now, "ttl" if pw.state == "issued" else "max_lifetime")
         self.limits.prune(now)

@@ -34,8 +34,9 @@ class Sealer:
                 return cls(base64.b64decode(otp.key, validate=True))
             except (binascii.Error, ValueError):
                 raise ConfigError(
-                    "otp.key: must be 32 random bytes in base64 "
-                    "(python3 -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())')"
+                    "otp.key: must be 32 random bytes in base64 (make one with: "
+                    "python3 -c 'import os,base64;"
+                    "print(base64.b64encode(os.urandom(32)).decode())')"
                 ) from None
         return cls(load_key_file(otp.key_file, create=create))
 

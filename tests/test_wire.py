@@ -304,14 +304,26 @@ def test_reply_without_attributes_to_unsigned_accounting_request_matches_rfc_for
     assert reply[4:20] == response_authenticator(reply, request.authenticator, SECRET)
 
 
-def test_reply_to_signed_accounting_request_is_signed() -> None:
+def test_reply_to_signed_accounting_request_is_signed_over_a_zero_authenticator() -> None:
+    """Accounting-Response: the HMAC covers 16 zero octets where the authenticator goes,
+    as for the Accounting-Request (FreeRADIUS rad_sign, pyrad, radclient verify it so)."""
     raw = build(Code.ACCOUNTING_REQUEST, [(40, b"\x00\x00\x00\x01"), (80, bytes(16))])
     request = wire.parse(sign_request(raw, SECRET, accounting=True))
     assert wire.message_authenticator_ok(request, SECRET)
     reply = wire.encode_reply(request, Code.ACCOUNTING_RESPONSE, [], SECRET)
     assert reply[20:22] == b"\x50\x12"
-    assert reply[22:38] == reply_message_authenticator(reply, request.authenticator, SECRET)
+    assert reply[22:38] == reply_message_authenticator(reply, bytes(16), SECRET)
+    assert reply[22:38] != reply_message_authenticator(reply, request.authenticator, SECRET)
     assert reply[4:20] == response_authenticator(reply, request.authenticator, SECRET)
+
+
+def test_reply_to_signed_accounting_request_verifies_with_pyrad() -> None:
+    nas = SimulatedNAS(("127.0.0.1", 1813), secret=SECRET)
+    pkt = nas.accounting_request("Start", user="+77011234567", session_id="abc")
+    pkt.add_message_authenticator()
+    raw = nas.encode(pkt)
+    reply = wire.encode_reply(wire.parse(raw), Code.ACCOUNTING_RESPONSE, [], SECRET)
+    assert pkt.VerifyReply(pkt.CreateReply(packet=reply), reply)
 
 
 # -- authenticators: good ones pass, any flipped bit fails -----------------------------

@@ -92,7 +92,8 @@ class Codec:
     def encode(self, name: str, value: Any) -> tuple[int, bytes]:
         """One attribute ready for `wire.encode_reply`: (type, value), VSAs wrapped."""
         ad = self.attr(name)
-        if isinstance(value, str) and ad.type in ("integer", "byte", "short") and value in ad.values:
+        if isinstance(value, str) and ad.type in ("integer", "byte", "short") \
+                and value in ad.values:
             value = ad.values[value]
         if ad.type == "string" and isinstance(value, str):
             raw = value.encode("utf-8")
@@ -129,7 +130,8 @@ def _vsa(v: bytes) -> list[tuple[Key, bytes]] | None:
     if len(v) < 6:
         return None
     vendor = int.from_bytes(v[:4], "big")
-    pos, n, subs = 4, len(v), []
+    pos, n = 4, len(v)
+    subs: list[tuple[Key, bytes]] = []
     while pos < n:
         if pos + 2 > n:
             return None

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncio_dgram
 
@@ -56,7 +57,7 @@ class Listener:
         self.sock = sock
         self.in_flight = in_flight
         self.max_in_flight = max_in_flight
-        self.stream: asyncio_dgram.aio.DatagramServer | None = None
+        self.stream: Any = None  # asyncio_dgram DatagramServer
         self._reader: asyncio.Task[None] | None = None
 
     @property
@@ -93,7 +94,7 @@ class Listener:
             except OSError as e:  # an ICMP error reported on the socket; keep serving
                 log.debug("socket error on %s: %s", self.address, e)
                 continue
-            source = (addr[0], addr[1])
+            source: tuple[str, int] = (addr[0], addr[1])
             try:
                 action = endpoint.receive(data, source, loop.time())
             except Exception:  # never let one datagram stop the listener

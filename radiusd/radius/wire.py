@@ -201,7 +201,10 @@ def encode_reply(
         raise ValueError(f"reply of {length} octets exceeds {MAX_PACKET}")
     head = struct.pack("!BBH", code, request.identifier, length)
     if sign:
-        ma = _hmac_md5(secret, head + request.authenticator + body)
+        # Accounting-Response to an Accounting-Request: HMAC over a zero authenticator,
+        # as for the request (FreeRADIUS rad_sign, pyrad); the rest use the request's.
+        vector = ZERO16 if request.code == Code.ACCOUNTING_REQUEST else request.authenticator
+        ma = _hmac_md5(secret, head + vector + body)
         body = body[:2] + ma + body[18:]
     response_auth = hashlib.md5(head + request.authenticator + body + secret).digest()
     return head + response_auth + body

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from radiusd.config import ConfigError, SmsConfig
+
 Status = Literal["sent", "retry", "failed"]
 
 
@@ -26,3 +28,36 @@ class SmsProvider(Protocol):
     async def send(self, to: str, text: str) -> SendResult: ...
 
     async def close(self) -> None: ...
+
+
+def mask(number: str) -> str:
+    """A number as logs may show it: "+77011234578" -> "+7701***78"."""
+    if len(number) <= 7:
+        return number[:2] + "***"
+    return number[:5] + "***" + number[-2:]
+
+
+def build_provider(config: SmsConfig) -> SmsProvider:
+    """The provider `[sms] provider` names, configured from its `[sms.NAME]` section."""
+    kind = config.provider
+    if kind == "log":
+        from radiusd.sms.log import LogProvider
+
+        return LogProvider()
+    if kind == "file":
+        from radiusd.sms.file import FileProvider
+
+        return FileProvider(config.file.path)
+    if kind == "kannel":
+        from radiusd.sms.kannel import KannelProvider
+
+        return KannelProvider(config.kannel)
+    if kind == "http":
+        from radiusd.sms.http import HttpProvider
+
+        return HttpProvider(config.http)
+    if kind == "smpp":
+        from radiusd.sms.smpp import SmppProvider
+
+        return SmppProvider(config.smpp)
+    raise ConfigError(f"sms.provider: unknown provider {kind!r}")  # pragma: no cover

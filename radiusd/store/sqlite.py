@@ -26,7 +26,7 @@ from radiusd.store.migrations import migrate
 
 log = logging.getLogger("radiusd.store")
 
-Op = tuple[str, Sequence[Any]]
+Op = tuple[str, Any]  # (sql, parameters)
 
 
 def create_private(path: str) -> None:
@@ -101,7 +101,7 @@ class Store:
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         assert self._reader is not None, "store is not open"
         rows = await self._reader.execute_fetchall(sql, params)
-        return list(rows)  # type: ignore[arg-type]
+        return list(rows)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         rows = await self.fetchall(sql, params)

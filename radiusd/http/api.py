@@ -1,0 +1,239 @@
+"""The HTTP API: "Get password" for external portals (Rules §4-§6), health, metrics.
+
+`POST /api/v1/otp` runs exactly what the RADIUS "Get password" runs
+(`OtpAuth.request_password`: the same number rules, limits, SMS and messages), plus a
+limit per client IP address, because over HTTP anybody can ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+
+from radiusd import messages, phone
+from radiusd.device import normalise_mac
+from radiusd.http import metrics
+from radiusd.http.keys import COUNTERS, DB_CACHE, IP_LIMITS, SERVER, TIMER
+from radiusd.http.language import pick_language
+from radiusd.otp import HOUR, MINUTE, Issued, Window
+
+# Refusals that are the user's input (400) versus limits (429 + Retry-After).
+BAD_INPUT = {"not_a_number", "not_mobile", "region_not_allowed", "no_login"}
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type, Accept-Language",
+        "Access-Control-Max-Age": "600"}
+
+
+class IpLimits:
+    """Per client IP: at most `per_minute` and `per_hour` "Get password" presses."""
+
+    def __init__(self, per_minute: int, per_hour: int) -> None:
+        self.per_minute = per_minute
+        self.per_hour = per_hour
+        self.minute: dict[str, Window] = {}
+        self.hour: dict[str, Window] = {}
+
+    def check(self, ip: str, now: float) -> float:
+        """0 when allowed (and counted), else the seconds to wait."""
+        for table, span, cap in ((self.minute, MINUTE, self.per_minute),
+                                 (self.hour, HOUR, self.per_hour)):
+            w = table.get(ip)
+            if w is not None and w.count(now) >= cap:
+                return w.oldest() + span - now
+        for table, span in ((self.minute, MINUTE), (self.hour, HOUR)):
+            table.setdefault(ip, Window(span)).events.append(now)
+        if len(self.hour) > 100_000:
+            self.prune(now)
+        return 0.0
+
+    def prune(self, now: float) -> None:
+        for table in (self.minute, self.hour):
+            for key in [k for k, w in table.items() if not w.count(now)]:
+                del table[key]
+
+
+def client_ip(request: web.Request, trusted: list[str]) -> str:
+    """The caller's address; X-Forwarded-For only when the peer is a trusted proxy."""
+    peer = request.remote or ""
+    if peer in trusted:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        while hops:
+            hop = hops.pop()
+            if hop not in trusted:
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    break
+    return peer
+
+
+def _json(data: dict[str, Any], status: int, headers: dict[str, str] | None = None,
+          ) -> web.Response:
+    return web.json_response(data, status=status, headers={**CORS, **(headers or {})},
+                             dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+async def otp(request: web.Request) -> web.Response:
+    """POST /api/v1/otp {"phone": "...", "device": "AA:BB:..", "language": "ru"}."""
+    server = request.app[SERVER]
+    counters = request.app[COUNTERS]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        body = None
+    lang = pick_language(
+        body.get("language") if isinstance(body, dict) else None,
+        request.headers.get("Accept-Language"), server.config.otp.language)
+    if not isinstance(body, dict) or not isinstance(body.get("phone", ""), str) \
+            or not isinstance(body.get("device") or "", str):
+        counters.otp["bad_request"] += 1
+        return _json({"error": "bad_request",
+                      "message": 'Send JSON: {"phone": "+77011234567"}'}, 400)
+    text = body.get("phone", "").strip()
+    if not text:
+        counters.otp["no_login"] += 1
+        return _json({"error": "no_login", "message": messages.text("no_login", lang)}, 400)
+    now = server.clock.now()
+    ip = client_ip(request, server.config.http.trusted_proxies)
+    wait = request.app[IP_LIMITS].check(ip, now)
+    if wait > 0:
+        counters.otp["ip_limit"] += 1
+        return _refused("ip_limit", messages.text("device_limit", lang), wait)
+    result = await server.auth.request_password(
+        text, device=normalise_mac(body.get("device")), nas=None, now=now, language=lang)
+    if isinstance(result, Issued):
+        counters.otp["sent"] += 1
+        masked = phone.mask(result.password.login)
+        return _json({"status": "sent", "phone": masked,
+                      "message": messages.text("sms_sent", lang, phone=masked)}, 202)
+    counters.otp[result.reason] += 1
+    if result.reason in BAD_INPUT:
+        return _json({"error": result.reason, "message": result.message(lang)}, 400)
+    return _refused(result.reason, result.message(lang), result.retry_after)
+
+
+def _refused(reason: str, message: str, wait: float) -> web.Response:
+    seconds = max(1, math.ceil(wait))
+    return _json({"error": reason, "message": message, "retry_after": seconds}, 429,
+                 {"Retry-After": str(seconds)})
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """CORS: an external portal on another origin may call the API from the browser."""
+    return web.Response(status=204, headers=CORS)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the store answers and the SMS worker runs; 503 naming what is not."""
+    server = request.app[SERVER]
+    checks = await health_checks(server)
+    ok = all(v == "ok" for v in checks.values())
+    return web.json_response({"status": "ok" if ok else "unhealthy", "checks": checks},
+                             status=200 if ok else 503)
+
+
+async def health_checks(server: Any) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(server.store.fetchone("SELECT 1"), 2.0)
+        checks["store"] = "ok"
+    except Exception as e:
+        checks["store"] = f"error: {type(e).__name__}"
+    task = next((t for t in server.background if t.get_name() == "sms-outbox"), None)
+    if server.sms is None or task is None:
+        checks["sms"] = "not running"
+    elif task.done():
+        checks["sms"] = "stopped"
+    else:
+        checks["sms"] = "ok"
+    return checks
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    checks = await health_checks(server)
+    cache = request.app[DB_CACHE]
+    now = time.monotonic()
+    if checks["store"] == "ok" and now - cache.get("at", -1e9) > 5.0:
+        try:
+            cache["counts"] = {k: [(str(r[0]), int(r[1])) for r in
+                                   await server.store.fetchall(q)]
+                               for k, q in metrics.DB_QUERIES.items()}
+            cache["at"] = now
+        except Exception:
+            pass
+    counts = cache.get("counts") or {"state": [], "used": [("used", 0)], "expired": [],
+                                     "sms": []}
+    text = metrics.render(server.stats.counts, server.stats.dropped, request.app[TIMER],
+                          request.app[COUNTERS], counts,
+                          {k: int(v == "ok") for k, v in checks.items()})
+    return web.Response(text=text, content_type="text/plain",
+                        headers={"X-Content-Type-Options": "nosniff"},
+                        charset="utf-8")
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "radiusd HTTP API", "version": "1",
+             "description": "Get a one-time Wi-Fi password by SMS (Rules §4-§6) for "
+                            "external captive portals; health and metrics."},
+    "paths": {
+        "/api/v1/otp": {"post": {
+            "summary": "Send a one-time password by SMS (the \"Get password\" button)",
+            "description": "Same number rules, limits and messages as a RADIUS "
+                           "Access-Request with an empty password. Also limited per "
+                           "client IP address.",
+            "parameters": [{"name": "Accept-Language", "in": "header", "required": False,
+                            "schema": {"type": "string"}, "example": "kk, ru;q=0.8"}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["phone"], "properties": {
+                    "phone": {"type": "string", "example": "8 701 234 56 78",
+                              "description": "Mobile number as typed; normalised to E.164."},
+                    "device": {"type": "string", "example": "AA:BB:CC:DD:EE:FF",
+                               "description": "The device's MAC from the controller's "
+                                              "redirect, for the per-device limit."},
+                    "language": {"type": "string", "enum": ["kk", "ru", "en"]}}}}}},
+            "responses": {
+                "202": {"description": "Password issued; the SMS is queued.",
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Sent"}}}},
+                "400": {"description": "Not a mobile number that may get a password.",
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Error"}}}},
+                "429": {"description": "Limited; ask again after Retry-After seconds.",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Error"}}}}}}},
+        "/healthz": {"get": {
+            "summary": "Store reachable and SMS worker running",
+            "responses": {"200": {"description": "Healthy"},
+                          "503": {"description": "Unhealthy; `checks` says what"}}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus text format",
+            "responses": {"200": {"description": "Metrics",
+                                  "content": {"text/plain": {}}}}}},
+    },
+    "components": {"schemas": {
+        "Sent": {"type": "object", "properties": {
+            "status": {"const": "sent"},
+            "phone": {"type": "string", "description": "Masked number"},
+            "message": {"type": "string"}}},
+        "Error": {"type": "object", "properties": {
+            "error": {"type": "string", "enum": [
+                "bad_request", "no_login", "not_a_number", "not_mobile",
+                "region_not_allowed", "resend_wait", "number_limit", "device_limit", "ip_limit",
+                "busy"]},
+            "message": {"type": "string", "description": "For the user, in their language"},
+            "retry_after": {"type": "integer"}}}}},
+}
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI, headers={"Access-Control-Allow-Origin": "*"})

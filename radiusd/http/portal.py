@@ -1,0 +1,203 @@
+"""The hosted portal page at `/`: "Login", "Get password", "Password" (Rules §4).
+
+Controllers that redirect to an external portal put their login URL and challenge in
+the query string; this page reads them, asks `/api/v1/otp` for the SMS and submits the
+login back to the controller, which then sends RADIUS to us:
+
+- MikroTik Hotspot: `link-login-only`, `link-orig`, `chap-id`, `chap-challenge`
+  (octal-escaped as in MikroTik's `$(chap-id)`), `error`, `username`, `mac`;
+  PAP, or `http-chap` (MD5(chap-id + password + chap-challenge), RFC 1994).
+- CoovaChilli UAM: `uamip`, `uamport`, `challenge`, `userurl`, `res`, `reply`, `uid`,
+  `mac`; CHAP (`response`) by default, PAP (`password` XOR challenge) with `pap=1`.
+- Generic: `login_url` (form POST of `username` / `password`, renamed with
+  `user_field` / `pass_field`), `dst`, `error`.
+
+Everything the page needs is served from here: the user is not online yet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from html import escape
+from importlib import resources
+from string import Template
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from aiohttp import web
+
+from radiusd.http.keys import SERVER
+from radiusd.http.language import LANGUAGES, pick_language
+
+UI: dict[str, dict[str, str]] = {
+    "title": {"kk": "Wi-Fi желісіне кіру", "ru": "Вход в Wi-Fi", "en": "Wi-Fi login"},
+    "intro": {
+        "kk": "Ұялы телефон нөмірін енгізіп, «Құпиясөз алу» батырмасын басыңыз, "
+              "содан кейін SMS-тегі құпиясөзді енгізіңіз.",
+        "ru": "Введите номер мобильного телефона, нажмите «Получить пароль» и введите "
+              "пароль из SMS.",
+        "en": "Enter your mobile number, press \u201cGet password\u201d, then type the "
+              "password from the SMS.",
+    },
+    "login": {"kk": "Логин (ұялы телефон нөмірі)", "ru": "Логин (номер мобильного)",
+              "en": "Login (mobile number)"},
+    "hint": {"kk": "Мысалы: 8 701 234 56 78", "ru": "Пример: 8 701 234 56 78",
+             "en": "Example: 8 701 234 56 78"},
+    "get": {"kk": "Құпиясөз алу", "ru": "Получить пароль", "en": "Get password"},
+    "password": {"kk": "Құпиясөз (SMS-тен)", "ru": "Пароль (из SMS)",
+                 "en": "Password (from the SMS)"},
+    "submit": {"kk": "Кіру", "ru": "Войти", "en": "Log in"},
+    "language": {"kk": "Тіл", "ru": "Язык", "en": "Language"},
+    "sending": {"kk": "Жіберілуде…", "ru": "Отправляем…", "en": "Sending…"},
+    "offline": {"kk": "Сервер жауап бермейді. Қайта көріңіз.",
+                "ru": "Сервер не отвечает. Попробуйте ещё раз.",
+                "en": "The server does not answer. Please try again."},
+    "need_phone": {"kk": "Ұялы телефон нөмірін енгізіңіз",
+                   "ru": "Введите номер мобильного телефона",
+                   "en": "Enter your mobile phone number"},
+    "need_code": {"kk": "SMS-тегі құпиясөзді енгізіңіз", "ru": "Введите пароль из SMS",
+                  "en": "Enter the password from the SMS"},
+    "no_controller": {
+        "kk": "Кіру үшін бұл бетті Wi-Fi желісінің кіру бетінен ашыңыз.",
+        "ru": "Чтобы войти, откройте эту страницу со страницы входа сети Wi-Fi.",
+        "en": "To log in, open this page from the Wi-Fi network's login page.",
+    },
+    "connected": {"kk": "Сіз қосылдыңыз. Интернет қолжетімді.",
+                  "ru": "Вы подключены. Интернет доступен.",
+                  "en": "You are connected to the Internet."},
+    "bad_target": {"kk": "Бұл кіру мекенжайына рұқсат жоқ.",
+                   "ru": "Этот адрес входа не разрешён.",
+                   "en": "This login address is not allowed."},
+}
+LANGUAGE_NAMES = {"kk": "Қазақша", "ru": "Русский", "en": "English"}
+
+_OCTAL = re.compile(r"\\([0-7]{1,3})")
+_HEX = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
+
+
+def chap_bytes_hex(value: str) -> str:
+    """MikroTik writes `$(chap-id)` / `$(chap-challenge)` as octal escapes (`\\347\\021`);
+    some setups pass hex. Return the bytes as hex, "" when absent or unreadable."""
+    if not value:
+        return ""
+    if "\\" in value:
+        out = bytearray()
+        i = 0
+        while i < len(value):
+            m = _OCTAL.match(value, i)
+            if m:
+                out.append(int(m.group(1), 8) & 0xFF)
+                i = m.end()
+            else:
+                out += value[i].encode("latin-1", "replace")
+                i += 1
+        return out.hex()
+    if _HEX.match(value):
+        return value.lower()
+    return value.encode("latin-1", "replace").hex()
+
+
+def _url_ok(url: str, allowed_hosts: list[str]) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    return not allowed_hosts or parts.hostname in allowed_hosts
+
+
+def controller(q: Mapping[str, str], allowed_hosts: list[str]) -> dict[str, Any]:
+    """What the redirect says about the controller; `kind` is "" when there is none."""
+    if q.get("link-login-only") or q.get("link-login"):
+        target: dict[str, Any] = {
+            "kind": "mikrotik",
+            "url": q.get("link-login-only") or q.get("link-login", ""),
+            "dst": q.get("link-orig") or q.get("dst", ""),
+            "chap_id": chap_bytes_hex(q.get("chap-id", "")),
+            "chap_challenge": chap_bytes_hex(q.get("chap-challenge", "")),
+            "error": q.get("error", ""), "username": q.get("username", ""),
+            "mac": q.get("mac", ""),
+        }
+    elif q.get("uamip"):
+        host = q["uamip"]
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        port = q.get("uamport", "3990")
+        target = {
+            "kind": "chilli",
+            "url": f"http://{host}:{port if port.isdigit() else '3990'}/logon",
+            "challenge": q.get("challenge", "") if _HEX.match(q.get("challenge", "")) else "",
+            "pap": q.get("pap", "") in ("1", "true", "yes"),
+            "dst": q.get("userurl", ""),
+            "error": q.get("reply", "") if q.get("res") in ("failed", "reject") else "",
+            "connected": q.get("res") in ("success", "already"),
+            "username": q.get("uid", ""), "mac": q.get("mac", ""),
+        }
+    elif q.get("login_url"):
+        target = {
+            "kind": "form", "url": q["login_url"],
+            "user_field": q.get("user_field") or "username",
+            "pass_field": q.get("pass_field") or "password",
+            "dst": q.get("dst", ""), "error": q.get("error", ""),
+            "username": q.get("username", ""), "mac": q.get("mac", ""),
+        }
+    else:
+        return {"kind": "", "error": q.get("error", ""), "mac": q.get("mac", "")}
+    if not _url_ok(target["url"], allowed_hosts):
+        return {"kind": "", "error": "", "bad_target": True, "mac": target.get("mac", "")}
+    return target
+
+
+def _template(name: str) -> Template:
+    return Template(resources.files("radiusd.http").joinpath("templates", name)
+                    .read_text(encoding="utf-8"))
+
+
+_PAGE = _template("portal.html")
+
+
+def render(lang: str, query: Mapping[str, str], allowed_hosts: list[str]) -> str:
+    target = controller(query, allowed_hosts)
+    ui = {k: v[lang] for k, v in UI.items()}
+    message, kind = "", "info"
+    if target.get("bad_target"):
+        message, kind = ui["bad_target"], "error"
+    elif target.get("connected"):
+        message, kind = ui["connected"], "ok"
+    elif target.get("error"):
+        message, kind = target["error"], "error"
+    elif not target["kind"]:
+        message = ui["no_controller"]
+    rest = {k: v for k, v in query.items() if k != "lang"}
+    current = ' aria-current="true"'
+    switch = "".join(
+        f'<li><a href="?{escape(urlencode({**rest, "lang": code}))}" hreflang="{code}" '
+        f'lang="{code}"{current if code == lang else ""}>{LANGUAGE_NAMES[code]}</a></li>'
+        for code in LANGUAGES)
+    data = json.dumps({"lang": lang, "ui": ui, "target": target}, ensure_ascii=False)
+    return _PAGE.substitute(
+        lang=lang, switch=switch, message=escape(message), message_kind=kind,
+        phone=escape(target.get("username", "")),
+        data=data.replace("<", "\\u003c").replace(">", "\\u003e"),
+        **{k: escape(v) for k, v in ui.items()})
+
+
+async def page(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    query = {k: v for k, v in request.query.items()}
+    lang = pick_language(query.get("lang"), request.headers.get("Accept-Language"),
+                         server.config.otp.language)
+    html = render(lang, query, server.config.http.portal_login_hosts)
+    return web.Response(text=html, content_type="text/html", charset="utf-8", headers={
+        "Cache-Control": "no-store",
+        "Content-Language": lang,
+        "Vary": "Accept-Language",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+                                   "style-src 'self'; img-src 'self' data:; "
+                                   "form-action *; frame-ancestors 'none'",
+    })

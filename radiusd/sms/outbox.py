@@ -1,0 +1,214 @@
+"""The SMS outbox worker: every "Get password" press ends as exactly one SMS, or as a
+password that is dead (Rules §6; DESIGN: password lifecycle).
+
+The OTP side writes the `sms_outbox` row in the transaction that issues the password,
+then calls `wake()`. The worker takes due rows and moves each along
+
+    queued --claim--> sending --provider: sent-----> sent
+                         |    --provider: retry----> queued (later, backoff + jitter)
+                         |    --provider: failed---> failed  + on_give_up ops
+                         '--lease ran out (crash)--> failed  + on_give_up ops
+    queued --older than max_age--> failed + on_give_up ops
+
+*Claim* commits `state = 'sending'`, `attempts + 1` and a lease (`next_attempt_at =
+now + lease`) before the provider is called. A row left in 'sending' therefore means a
+process died between handing the SMS to the provider and recording the answer: the SMS
+may or may not have gone. It is never sent again (no duplicate SMS for one press); once
+its lease runs out it is marked 'failed' and its password made unusable, so the user
+asks again instead of waiting for a code that may not come. See docs/sms.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from radiusd.clock import Clock
+from radiusd.sealing import Sealer
+from radiusd.sms import SendResult, SmsProvider, mask
+from radiusd.store.sqlite import Op, Store
+
+log = logging.getLogger("radiusd.sms.outbox")
+
+GiveUp = Callable[[int, float], list[Op]]
+
+_DUE = """
+SELECT id, password_id, recipient, body, created_at, attempts FROM sms_outbox
+WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?
+"""
+_ABANDONED = """
+SELECT id, password_id, recipient, attempts FROM sms_outbox
+WHERE state = 'sending' AND next_attempt_at <= ?
+"""
+_NEXT_DUE = "SELECT MIN(next_attempt_at) FROM sms_outbox WHERE state IN ('queued', 'sending')"
+_CLAIM = """
+UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?
+WHERE id = ? AND state = 'queued'
+"""
+_SENT = """
+UPDATE sms_outbox SET state = 'sent', sent_at = ?, provider_ref = ?, last_error = NULL
+WHERE id = ?
+"""
+_RETRY = "UPDATE sms_outbox SET state = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ?"
+_FAILED = "UPDATE sms_outbox SET state = 'failed', last_error = ? WHERE id = ?"
+
+
+class OutboxWorker:
+    """Delivers `sms_outbox` rows through one provider; see the module docstring."""
+
+    def __init__(self, store: Store, provider: SmsProvider, sealer: Sealer, clock: Clock,
+                 max_age_seconds: float, on_give_up: GiveUp, *,
+                 concurrency: int = 8, batch: int = 64, send_timeout: float = 30.0,
+                 lease_seconds: float = 60.0, backoff_base: float = 2.0,
+                 backoff_max: float = 60.0, idle_poll: float = 30.0,
+                 rng: random.Random | None = None) -> None:
+        if lease_seconds <= send_timeout:
+            raise ValueError("lease_seconds must exceed send_timeout")
+        self.store = store
+        self.provider = provider
+        self.sealer = sealer
+        self.clock = clock
+        self.max_age = max_age_seconds
+        self.on_give_up = on_give_up
+        self.concurrency = concurrency
+        self.batch = batch
+        self.send_timeout = send_timeout
+        self.lease = lease_seconds
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.idle_poll = idle_poll
+        self.rng = rng or random.Random()
+        self.counts = {"sent": 0, "retry": 0, "failed": 0}
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """A row was queued (called after the issuing transaction committed)."""
+        self._wake.set()
+
+    def backoff(self, attempts: int) -> float:
+        """Exponential backoff with jitter: half fixed, half random ("equal jitter")."""
+        d = min(self.backoff_max, self.backoff_base * 2.0 ** max(0, attempts - 1))
+        return d / 2 + self.rng.uniform(0, d / 2)
+
+    async def run(self) -> None:
+        """Deliver until cancelled. Sleeps until woken or the next row is due. On
+        cancellation the sends in flight are finished and recorded first (bounded by
+        `send_timeout`), so a graceful stop leaves no row in 'sending'."""
+        try:
+            while True:
+                self._wake.clear()
+                round_ = asyncio.ensure_future(self._round())
+                try:
+                    await asyncio.shield(round_)
+                except asyncio.CancelledError:
+                    self._stopping = True
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(round_, self.send_timeout + 10)
+                    raise
+                except Exception:
+                    log.exception("SMS outbox round failed; trying again shortly")
+                    await asyncio.sleep(1.0)
+                    continue
+                wait = await self._until_next_due()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+        finally:
+            await self.provider.close()
+
+    async def _round(self) -> None:
+        while await self.run_once() >= self.batch and not self._stopping:
+            pass  # a full batch: more may be due
+
+    async def _until_next_due(self) -> float:
+        row = await self.store.fetchone(_NEXT_DUE)
+        if row is None or row[0] is None:
+            return self.idle_poll
+        return min(self.idle_poll, max(0.0, float(row[0]) - self.clock.now()))
+
+    async def run_once(self) -> int:
+        """Process what is due now; return how many rows were handled."""
+        now = self.clock.now()
+        handled = await self._recover_abandoned(now)
+        rows = await self.store.fetchall(_DUE, (now, self.batch))
+        if not rows:
+            return handled
+        expired = [r for r in rows if now - r["created_at"] >= self.max_age]
+        due = [r for r in rows if now - r["created_at"] < self.max_age]
+        ops: list[Op] = []
+        for r in expired:
+            ops += self._give_up(r, now, "max_age: not sent in time")
+        await self.store.write(ops)
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(row: Any) -> None:
+            async with limit:
+                # Claimed one by one, just before sending (concurrent claims share a
+                # commit): a crash leaves at most `concurrency` rows in doubt.
+                await self.store.write([(_CLAIM, (self.clock.now() + self.lease, row["id"]))])
+                await self._deliver(row)
+
+        await asyncio.gather(*(one(r) for r in due))
+        return handled + len(rows)
+
+    async def _recover_abandoned(self, now: float) -> int:
+        rows = await self.store.fetchall(_ABANDONED, (now,))
+        ops: list[Op] = []
+        for r in rows:
+            log.warning("SMS %d to %s: a process stopped while sending it; it may or may "
+                        "not have gone, so it is not sent again and its password is "
+                        "voided", r["id"], mask(r["recipient"]))
+            ops += self._give_up(r, now, "interrupted while sending: delivery unknown")
+        await self.store.write(ops)
+        return len(rows)
+
+    async def _deliver(self, row: Any) -> None:
+        try:
+            text = self.sealer.open(row["body"], aad=b"sms").decode()
+        except ValueError:
+            await self.store.write(self._give_up(row, self.clock.now(),
+                                                 "body does not open with this key"))
+            return
+        try:
+            result = await asyncio.wait_for(self.provider.send(row["recipient"], text),
+                                            self.send_timeout)
+        except TimeoutError:
+            result = SendResult("retry", f"no answer from the provider in {self.send_timeout:g} s")
+        except Exception as e:  # a provider bug must not kill the worker
+            log.exception("SMS provider %s raised", self.provider.name)
+            result = SendResult("retry", f"provider error: {type(e).__name__}")
+        await self.store.write(self._record(row, result, self.clock.now()))
+
+    def _record(self, row: Any, result: SendResult, now: float) -> list[Op]:
+        self.counts[result.status] += 1
+        attempts = row["attempts"] + 1
+        if result.status == "sent":
+            return [(_SENT, (now, result.ref, row["id"]))]
+        if result.status == "retry":
+            at = now + self.backoff(attempts)
+            if at - row["created_at"] < self.max_age:
+                log.info("SMS %d to %s: attempt %d failed (%s); next try in %.1f s",
+                         row["id"], mask(row["recipient"]), attempts, result.detail, at - now)
+                return [(_RETRY, (at, result.detail[:500], row["id"]))]
+            return self._give_up(row, now, f"max_age: {result.detail}")
+        return self._give_up(row, now, result.detail)
+
+    def _give_up(self, row: Any, now: float, why: str) -> list[Op]:
+        log.warning("SMS %d to %s not delivered, password voided: %s",
+                    row["id"], mask(row["recipient"]), why)
+        ops: list[Op] = [(_FAILED, (why[:500], row["id"]))]
+        return ops + list(self.on_give_up(row["password_id"], now))
+
+
+async def start_worker(store: Store, provider: SmsProvider, sealer: Sealer, clock: Clock,
+                       max_age_seconds: float, on_give_up: GiveUp,
+                       **options: Any) -> tuple[OutboxWorker, asyncio.Task[None]]:
+    """Build the worker and run it as a background task (cancel the task to stop)."""
+    worker = OutboxWorker(store, provider, sealer, clock, max_age_seconds, on_give_up,
+                          **options)
+    return worker, asyncio.create_task(worker.run(), name="sms-outbox")
+

@@ -1,0 +1,218 @@
+"""The portal page in Debian's Chromium, against the real server and a test controller.
+
+The user's path (Rules §4-§9): the controller redirects to the portal; type the number,
+press "Get password", read the SMS, type the code, log in, see the controller's page;
+log out (Accounting-Stop) and the same code no longer works. Screenshots of each state
+go to test-artifacts/portal/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from radiusd.app import Server
+from radiusd.clock import ManualClock
+from radiusd.http import HttpHandle, start_http, stop_http
+from radiusd.testing.server import loopback_config, nas_for, running_server
+from tests.conftest import require_peer
+from tests.portal_support import BROWSER_ARGS, TestController, artifact, read_code
+
+PHONE = "8 701 234 56 78"
+E164 = "+77012345678"
+PHONE_SCREEN = {"width": 390, "height": 740}
+
+
+@dataclass
+class Rig:
+    server: Server
+    http: HttpHandle
+    controller: TestController
+    page: Any
+    sms: Path
+    clock: ManualClock
+
+    async def shot(self, name: str) -> None:
+        await self.page.screenshot(path=artifact(name), full_page=True)
+
+    async def get_password(self, phone: str = PHONE) -> None:
+        await self.get_password_on("#phone", phone)
+
+    async def get_password_on(self, field: str, phone: str = PHONE) -> None:
+        await self.page.fill(field, phone)
+        await self.page.click("#get")
+
+
+async def _rig(tmp_path: Path, kind: str, locale: str) -> AsyncIterator[Rig]:
+    chromium = require_peer("/usr/bin/chromium", "chromium")
+    from playwright.async_api import async_playwright
+
+    clock = ManualClock()
+    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"]}, sms={"provider": "file"})
+    async with running_server(config, clock) as server:
+        handle = await start_http(server)
+        assert handle is not None
+        controller = TestController(nas_for(server, timeout=2.0, retries=1),
+                                    handle.url("/"), kind=kind)
+        await controller.start()
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+                context = await browser.new_context(
+                    viewport=PHONE_SCREEN, locale=locale, device_scale_factor=1,
+                    extra_http_headers={"Accept-Language": locale})
+                page = await context.new_page()
+                page.set_default_timeout(8000)
+                try:
+                    yield Rig(server, handle, controller, page,
+                              Path(config.sms.file.path), clock)
+                finally:
+                    await browser.close()
+        finally:
+            await controller.stop()
+            await stop_http(handle)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async for r in _rig(tmp_path, "mikrotik", "en-US"):
+        yield r
+
+
+async def test_phone_login_through_portal_then_stop_kills_the_code(rig: Rig) -> None:
+    page = rig.page
+    await page.goto(rig.controller.base + "/")
+    assert page.url.startswith(rig.http.url("/"))
+    await page.wait_for_selector("text=Get password")
+    await rig.shot("01-portal")
+
+    await rig.get_password()
+    status = page.locator("#status")
+    await status.filter(has_text="Password sent by SMS").wait_for()
+    await rig.shot("02-password-sent")
+
+    code = await read_code(rig.server, E164, rig.sms)
+    await page.fill("#code", code)
+    await rig.shot("03-code-typed")
+    await page.click("#submit")
+    await page.wait_for_url(rig.controller.base + "/status")
+    assert await page.inner_text("h1") == "You are logged in"
+    assert await page.inner_text("#user") == PHONE
+    await rig.shot("04-controller-success")
+
+    await page.click("#logout")
+    await page.wait_for_selector("text=You have logged out")
+    assert rig.controller.log[-1] == "accounting stop"
+
+    # Rules §8-§9: the password died with the session; the same code fails.
+    await page.goto(rig.controller.base + "/")
+    await page.fill("#phone", PHONE)
+    await page.fill("#code", code)
+    await page.click("#submit")
+    await status.filter(has_text="no longer valid").wait_for()
+    assert "error" in (await status.get_attribute("class") or "")
+    assert await page.input_value("#phone") == PHONE  # the controller gave it back
+    await rig.shot("05-code-dead-after-stop")
+
+
+async def test_wrong_code_shows_the_servers_message(rig: Rig) -> None:
+    page = rig.page
+    await page.goto(rig.controller.base + "/")
+    await rig.get_password()
+    await page.locator("#status").filter(has_text="Password sent").wait_for()
+    code = await read_code(rig.server, E164, rig.sms)
+    wrong = "000000" if code != "000000" else "111111"
+    await page.fill("#code", wrong)
+    await page.click("#submit")
+    await page.locator("#status").filter(has_text="Wrong password").wait_for()
+    await rig.shot("06-wrong-code")
+    # and the right one still works after a wrong try
+    await page.fill("#code", code)
+    await page.click("#submit")
+    await page.wait_for_url(rig.controller.base + "/status")
+
+
+async def test_second_press_too_soon_shows_the_wait(rig: Rig) -> None:
+    page = rig.page
+    await page.goto(rig.controller.base + "/")
+    await rig.get_password()
+    await page.locator("#status").filter(has_text="Password sent").wait_for()
+    await page.click("#get")
+    await page.locator("#status").filter(has_text="new password in 60 s").wait_for()
+    await rig.shot("07-rate-limited")
+    await page.fill("#phone", "12")
+    await page.click("#get")
+    await page.locator("#status").filter(has_text="not a phone number").wait_for()
+
+
+async def test_language_from_browser_and_switch_keeps_the_controller(tmp_path: Path) -> None:
+    async for rig in _rig(tmp_path, "mikrotik", "ru-RU"):
+        page = rig.page
+        await page.goto(rig.controller.base + "/")
+        assert await page.get_attribute("html", "lang") == "ru"
+        assert await page.inner_text("label[for=phone]") == "Логин (номер мобильного)"
+        await rig.shot("08-russian")
+        await page.click("a[hreflang=kk]")
+        await page.wait_for_selector("html[lang=kk]")
+        assert await page.inner_text("#get") == "Құпиясөз алу"
+        await rig.shot("09-kazakh")
+        # keyboard only: Tab from the number reaches "Get password"; Enter presses it
+        await page.focus("#phone")
+        await page.keyboard.type(PHONE)
+        await page.keyboard.press("Tab")
+        await page.keyboard.press("Enter")
+        await page.locator("#status").filter(has_text="SMS арқылы").wait_for()
+        code = await read_code(rig.server, E164, rig.sms)
+        await page.fill("#code", code)
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(rig.controller.base + "/status")
+
+
+async def test_coovachilli_uam_chap_login(tmp_path: Path) -> None:
+    async for rig in _rig(tmp_path, "chilli", "en"):
+        page = rig.page
+        await page.goto(rig.controller.base + "/")
+        await rig.get_password()
+        await page.locator("#status").filter(has_text="Password sent").wait_for()
+        code = await read_code(rig.server, E164, rig.sms)
+        await page.fill("#code", code)
+        await page.click("#submit")
+        await page.locator("#status").filter(has_text="You are connected").wait_for()
+        assert "res=success" in page.url
+        await rig.shot("10-chilli-connected")
+
+
+async def test_mikrotik_login_html_get_password_then_login(tmp_path: Path) -> None:
+    """portal/mikrotik/login.html on the router: "Get password" is a CHAP login with an
+    empty password; the Reply-Message comes back as $(error)."""
+    async for rig in _rig(tmp_path, "mikrotik-page", "en"):
+        page = rig.page
+        await page.goto(rig.controller.base + "/")
+        assert page.url == rig.controller.base + "/login"
+        await rig.get_password_on("#username")
+        await page.locator("#status").filter(has_text="Password sent by SMS").wait_for()
+        assert await page.input_value("#username") == PHONE
+        await rig.shot("11-mikrotik-page-sent")
+        code = await read_code(rig.server, E164, rig.sms)
+        await page.fill("#password", code)
+        await page.click("#submit")
+        await page.wait_for_url(rig.controller.base + "/status")
+
+
+async def test_coovachilli_page_get_password_then_login(tmp_path: Path) -> None:
+    async for rig in _rig(tmp_path, "chilli-page", "ru"):
+        page = rig.page
+        await page.goto(rig.controller.base + "/")
+        assert "/hotspotlogin.html?" in page.url
+        assert await page.inner_text("#get") == "Получить пароль"
+        await rig.get_password_on("#username")
+        await page.locator("#status").filter(has_text="Password sent by SMS").wait_for()
+        await rig.shot("12-chilli-page-sent")
+        code = await read_code(rig.server, E164, rig.sms)
+        await page.fill("#password", code)
+        await page.click("#submit")
+        await page.locator("#status").filter(has_text="Вы подключены").wait_for()
