@@ -65,7 +65,7 @@ def parse_time(text: str, flag: str, now: float, *, end_of_day: bool = False) ->
             return datetime(day.year, day.month, day.day).astimezone().timestamp()
         if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", s):
             today = datetime.fromtimestamp(now).date().isoformat()
-            s = f"{today}T{s.zfill(5) if len(s) == 4 else s}"
+            s = f"{today}T{s.zfill(len(s) + 1) if s.index(':') == 1 else s}"
         return datetime.fromisoformat(s).astimezone().timestamp()
     except ValueError:
         raise UsageError(f"{flag}: cannot read {text!r} as a time; type {TIME_EXAMPLE}") from None
@@ -208,8 +208,12 @@ def _journal_correct(args: argparse.Namespace, config: Config, now: float) -> in
             conn, now, entry_id, field, value, actor(), reason=args.reason or "",
             store_document_number=config.journal.store_document_number,
         )
-    shown = _shown(getattr(entry, field)) if field in journal.TIME_FIELDS else getattr(entry, field)
-    print(f"entry {entry.id}: {field} is now {shown!s} (the earlier value stays on record)")
+    now_reads = getattr(entry, field)
+    if field in journal.TIME_FIELDS:
+        now_reads = _shown(now_reads)
+    # A document number is not echoed (privacy); the other fields are shown back.
+    change = "corrected" if field == "document_number" else f"is now {now_reads}"
+    print(f"entry {entry.id}: {field} {change} (the earlier value stays on record)")
     return 0
 
 
@@ -317,7 +321,7 @@ def purge(conn: sqlite3.Connection, cutoff: float, dry_run: bool = False) -> dic
                 "DELETE FROM passwords WHERE state = 'expired'"
                 " AND COALESCE(expired_at, issued_at) < ?", (cutoff,)).rowcount,
             "sms messages": conn.execute(
-                "DELETE FROM sms_outbox WHERE state != 'queued' AND created_at < ?",
+                "DELETE FROM sms_outbox WHERE state IN ('sent', 'failed') AND created_at < ?",
                 (cutoff,)).rowcount,
         }
     except BaseException:

@@ -76,10 +76,16 @@ class OtpAuth:
             matches = _chap_matcher(chap, challenge)
         elif clear is not None:
             matches = _pap_matcher(clear)
+        elif request.has("User-Password") or request.has("EAP-Message"):
+            return self._reject("unsupported_method")  # unusable PAP value, or EAP
         else:
-            return self._reject("unsupported_method")
+            # No password at all: what radclient and some portals send for an empty
+            # one. It can only mean "Get password".
+            matches = _pap_matcher(b"")
         device = normalise_mac(request.get("Calling-Station-Id"))
-        if looks_like_mac(name):
+        # A 12-digit User-Name may be a phone number typed without "+": it is a MAC
+        # login only when written as a MAC or equal to the device's own address.
+        if looks_like_mac(name) and (not name.isdigit() or normalise_mac(name) == device):
             # MAC authentication (MikroTik login-by=mac): never an SMS for it.
             return self._reject("mac_login")
         try:

@@ -354,20 +354,33 @@ def test_purge_respects_retention_and_counts_rows(tmp_path: Path) -> None:
         " updated_at, stopped_at) VALUES ('a', '+77012345678', 'n', 's', ?, ?, ?),"
         " ('b', '+77012345678', 'n', 's2', ?, ?, NULL)",
         (now - 35 * 86400, now - 35 * 86400, now - 35 * 86400, now - 35 * 86400, now))
+    old_t = now - 35 * 86400
+    conn.execute(
+        "INSERT INTO passwords (id, login, state, secret, language, issued_at, unclaimed_until,"
+        " expired_at) VALUES (1, '+77012345678', 'expired', x'00', 'ru', ?, ?, ?),"
+        " (2, '+77012345678', 'active', x'00', 'ru', ?, ?, NULL)",
+        (old_t, old_t, old_t, old_t, old_t))
+    conn.execute(
+        "INSERT INTO sms_outbox (id, password_id, recipient, body, created_at, state,"
+        " next_attempt_at) VALUES (1, 1, '+77012345678', x'00', ?, 'sent', 0),"
+        " (2, 2, '+77012345678', x'00', ?, 'queued', 0)", (old_t, old_t))
     conn.close()
     before = snapshot(c)
     p = c("purge", "--older-than", "7", ok=False)
     assert p.returncode == 2 and "retention_days = 30" in p.stderr
     assert "--older-than 30" in p.stderr and len(p.stderr.splitlines()) == 1
     dry = c("purge", "--dry-run").stdout
-    assert "would remove 4 rows" in dry  # entry + 2 events + 1 session
+    assert "would remove 6 rows" in dry  # entry + 2 events, session, password, SMS
     assert snapshot(c) == before
     out = c("purge").stdout  # --older-than defaults to retention_days
     assert "journal entries: 1\n" in out and "journal events: 2\n" in out
-    assert "sessions: 1\n" in out and "removed 4 rows" in out
+    assert "sessions: 1\n" in out and "passwords: 1\n" in out and "sms messages: 1\n" in out
+    assert "removed 6 rows" in out
     conn = c.connect()
     assert [e.surname for e in journal.list_entries(conn)] == ["Пак"]
     assert conn.execute("SELECT unique_id FROM sessions").fetchall() == [("b",)]
+    assert conn.execute("SELECT id FROM passwords").fetchall() == [(2,)]
+    assert conn.execute("SELECT id FROM sms_outbox").fetchall() == [(2,)]
     conn.close()
 
 
@@ -457,3 +470,23 @@ async def test_admin_writes_while_the_server_runs(running: tuple[Cli, int]) -> N
         assert (r["login"], r["device"], r["started_at"], r["stopped_at"]) == (
             j["login"], j["device"], j["started_at"], j["stopped_at"])
         assert int(r["input_octets"]) == j["input_octets"]
+
+
+def test_times_are_read_as_people_type_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from radiusd.admin import parse_time
+
+    monkeypatch.setenv("TZ", "Asia/Almaty")
+    time.tzset()
+    try:
+        now = iso_to_unix("2026-01-05T18:00:00+05:00")
+        expect = iso_to_unix("2026-01-05T09:30:00+05:00")
+        for text in ("9:30", "09:30:00", "2026-01-05 09:30", "2026-01-05T09:30",
+                     "2026-01-05T04:30Z", "2026-01-05T09:30+05:00"):
+            assert parse_time(text, "--at", now) == expect, text
+        assert parse_time("now", "--at", now) == now
+        assert parse_time("2026-01-05", "--since", now) == iso_to_unix("2026-01-05T00:00+05:00")
+        assert parse_time("2026-01-05", "--until", now, end_of_day=True) == iso_to_unix(
+            "2026-01-06T00:00+05:00")
+    finally:
+        monkeypatch.undo()
+        time.tzset()

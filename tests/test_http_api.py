@@ -208,3 +208,22 @@ async def test_start_http_is_idempotent(http: tuple[Server, HttpHandle]) -> None
     server, handle = http
     assert await start_http(server) is handle
     assert server.http is handle
+
+
+async def test_typos_do_not_use_up_the_ip_budget(http: tuple[Server, HttpHandle]) -> None:
+    _, handle = http
+    for _ in range(5):
+        assert (await _post(handle, {"phone": "8 701"}))[0] == 400
+    assert (await _post(handle, {"phone": PHONE}))[0] == 202
+
+
+def test_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
+    from types import SimpleNamespace
+
+    from radiusd.http.api import client_ip
+
+    req: Any = SimpleNamespace(remote="127.0.0.1",
+                               headers={"X-Forwarded-For": "10.9.9.9, 10.0.0.7"})
+    assert client_ip(req, []) == "127.0.0.1"
+    assert client_ip(req, ["127.0.0.1"]) == "10.0.0.7"
+    assert client_ip(req, ["127.0.0.1", "10.0.0.7"]) == "10.9.9.9"

@@ -302,3 +302,38 @@ def test_a_write_waits_for_the_servers_transaction(tmp_path: Path) -> None:
     assert entry.id == 1 and 0.2 < waited < 5
     assert cli.execute("SELECT COUNT(*) FROM sessions").fetchone() == (1,)
     cli.close()
+
+
+async def test_voucher_login_and_accounting_fill_the_entry(tmp_path: Path) -> None:
+    """End to end with the real server: the voucher logs in through the NAS like a
+    phone login, its Start and Stop set the entry's times, and Stop kills it."""
+    from radiusd.clock import ManualClock
+    from radiusd.testing.server import loopback_config, nas_for, running_server
+
+    config = loopback_config(tmp_path, journal={"vouchers": True})
+    clock = ManualClock(time.time())
+    settings = journal.VoucherSettings(
+        Sealer.from_config(config.otp), config.otp.length, config.otp.language)
+    async with running_server(config, clock) as server:
+        conn = connect_sync(config.database.path)
+        opened = journal.open_entry(conn, clock.now() - 60, person(), "alice", vouchers=settings)
+        unused = journal.open_entry(conn, clock.now() - 60, person(computer="4"), "alice",
+                                    vouchers=settings)
+        journal.close_entry(conn, clock.now(), unused.entry.id, clock.now(), "alice")
+        v, gone = opened.voucher, unused.voucher
+        assert v is not None and gone is not None
+        nas = nas_for(server, timeout=1, retries=1)
+        assert (await nas.send(nas.access_request(v.login, v.password, chap=True))).code == 2
+        assert (await nas.send(nas.access_request(gone.login, gone.password))).code == 3
+        sid = nas.new_session_id()
+        await nas.send(nas.accounting_request("Start", user=v.login, session_id=sid), acct=True)
+        start = clock.now()
+        clock.advance(1800)
+        await nas.send(nas.accounting_request("Stop", user=v.login, session_id=sid,
+                                              Acct_Session_Time=1800), acct=True)
+        entry = journal.get_entry(conn, opened.entry.id)
+        assert (entry.started_at, entry.ended_at) == (
+            pytest.approx(start), pytest.approx(start + 1800))
+        assert entry.opened_at < entry.started_at
+        assert (await nas.send(nas.access_request(v.login, v.password))).code == 3  # Rules §8
+        conn.close()

@@ -310,3 +310,39 @@ async def test_accounting_for_unknown_session_is_stored_and_answered(
     await acct(nas, "Interim-Update", sid, user=PHONE, mac=MAC, Acct_Session_Time=10)
     row = await session_row(server, sid)
     assert row["login"] == PHONE and row["stopped_at"] is None
+
+
+async def test_session_id_reused_after_nas_reboot_is_a_new_session(
+        server: Server, nas: SimulatedNAS, clock: ManualClock) -> None:
+    """MikroTik restarts its Acct-Session-Id counter on reboot: keyed like FreeRADIUS's
+    Acct-Unique-Session-Id, the old closed session is kept beside the new one."""
+    _, class1 = await log_in(server, nas)
+    await acct(nas, "Start", "81a00001", klass=class1)
+    await acct(nas, "Stop", "81a00001", klass=class1, Acct_Session_Time=50,
+               Acct_Input_Octets=111)
+    clock.advance(3600)
+    code2, class2 = await log_in(server, nas)
+    await acct(nas, "Start", "81a00001", klass=class2)
+    rows = await server.store.fetchall(
+        "SELECT * FROM sessions WHERE acct_session_id = '81a00001' ORDER BY id")
+    assert len(rows) == 2
+    assert rows[0]["stopped_at"] is not None and rows[0]["input_octets"] == 111
+    assert rows[1]["stopped_at"] is None and rows[1]["class_token"] == class2.decode()
+    assert (await enter(nas, code2)).code == ACCEPT
+
+
+async def test_same_session_id_at_two_nas_is_two_sessions(
+        tmp_path: Path, clock: ManualClock) -> None:
+    clients = [
+        {"name": "venue-a", "address": "127.0.0.1", "secret": "testing123"},
+        {"name": "venue-b", "address": "::1", "secret": "testing123"},
+    ]
+    async with otp_server(tmp_path, clock, ipv6=True, clients=clients) as server:
+        nas_a, nas_b = nas_of(server), nas_of(server, family=6)
+        await acct(nas_a, "Start", "00000001", user=PHONE)
+        await acct(nas_b, "Start", "00000001", user=OTHER_PHONE, mac=OTHER_MAC)
+        await acct(nas_a, "Stop", "00000001", user=PHONE, Acct_Session_Time=5)
+        rows = await server.store.fetchall(
+            "SELECT nas, login, stopped_at FROM sessions ORDER BY nas")
+        assert [(r["nas"], r["login"], r["stopped_at"] is None) for r in rows] == [
+            ("venue-a", PHONE, False), ("venue-b", OTHER_PHONE, True)]

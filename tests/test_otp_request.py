@@ -102,9 +102,21 @@ async def test_chap_over_empty_password_gets_password_by_sms(
     assert answer.code == ACCEPT
 
 
-async def test_no_password_attribute_at_all_is_refused_without_sms(
+async def test_no_password_attribute_at_all_asks_for_a_password(
         server: Server, nas: SimulatedNAS) -> None:
+    """radclient drops `User-Password = ""`; a request with no password means the same."""
     answer = await nas.send(nas.access_request("8 701 234 56 78", None))
+    assert answer.code == REJECT
+    assert reply_message(answer) == "Password sent by SMS to +7 701 *** ** 78"
+    assert await sms_count(server) == 1
+
+
+async def test_unusable_pap_value_is_refused_without_sms(
+        server: Server, nas: SimulatedNAS) -> None:
+    """A User-Password that is not 16..128 octets in 16-octet blocks (RFC 2865 §5.2)."""
+    pkt = nas.access_request("8 701 234 56 78", None)
+    pkt["User-Password"] = b"\x01" * 5
+    answer = await nas.send(pkt)
     assert answer.code == REJECT
     assert reply_message(answer) == "This login method is not supported (use PAP or CHAP)"
     assert await sms_count(server) == 0

@@ -141,3 +141,13 @@ async def test_unclaimed_password_expires_across_restart(
         nas = nas_of(server)
         assert (await enter(nas, code)).code == REJECT
         assert await sms_code(server, PHONE) == code  # it is still the only SMS
+
+
+async def test_database_is_wal_and_migrated(tmp_path: Path, clock: ManualClock) -> None:
+    from radiusd.store.migrations import MIGRATIONS
+
+    async with otp_server(tmp_path, clock) as server:
+        (mode,) = await server.store.fetchall("PRAGMA journal_mode")
+        assert mode[0] == "wal"
+        (version,) = await server.store.fetchall("SELECT MAX(version) FROM schema_version")
+        assert version[0] == len(MIGRATIONS)

@@ -108,12 +108,10 @@ async def start_http(server: Any) -> HttpHandle | None:
             host, port = parse_listen(item)
             site = web.TCPSite(runner, host, port, reuse_address=True)
             await site.start()
-            for sock in site._server.sockets if site._server else ():  # type: ignore[union-attr]
-                name = sock.getsockname()
-                handle.addresses.append((name[0], name[1]))
     except OSError as e:
         await runner.cleanup()
         raise OSError(e.errno, f"cannot listen on {item} (http): {e.strerror}") from e
+    handle.addresses = [(str(a[0]), int(a[1])) for a in runner.addresses]
     for host, port in handle.addresses:
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         log.info("listening for http on %s/tcp", shown)

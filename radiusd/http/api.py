@@ -100,6 +100,13 @@ async def otp(request: web.Request) -> web.Response:
     if not text:
         counters.otp["no_login"] += 1
         return _json({"error": "no_login", "message": messages.text("no_login", lang)}, 400)
+    otp_cfg = server.config.otp
+    try:  # a typo is answered at once and does not use up the caller's IP budget
+        phone.normalise(text, otp_cfg.default_region, otp_cfg.allowed_regions)
+    except phone.NumberRefused as refused:
+        counters.otp[refused.reason] += 1
+        return _json({"error": refused.reason,
+                      "message": messages.text(refused.reason, lang)}, 400)
     now = server.clock.now()
     ip = client_ip(request, server.config.http.trusted_proxies)
     wait = request.app[IP_LIMITS].check(ip, now)

@@ -107,6 +107,13 @@ MIGRATIONS: list[str] = [
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply what is missing; return the schema version. Safe to run concurrently
     from several processes: BEGIN IMMEDIATE serialises them."""
+    current = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if current:
+        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        if (row[0] or 0) >= len(MIGRATIONS):
+            return int(row[0])  # up to date: no write lock for readers (CLI exports)
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     conn.commit()
     while True:

@@ -20,7 +20,7 @@ class PerlSmsc:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        args = self.args + ["--port", str(self.port)]
+        args = [*self.args, "--port", str(self.port)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -47,4 +47,16 @@ class PerlSmsc:
             if len(got) >= n:
                 return got
             time.sleep(0.05)
+        return self.events(kind)
+
+    async def events_soon(self, kind: str, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """wait_events for async tests: the event loop keeps running meanwhile."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.events(kind)
+            if len(got) >= n:
+                return got
+            await asyncio.sleep(0.05)
         return self.events(kind)
