@@ -79,6 +79,9 @@ class Server:
             await self.store.close()
             raise
         self._log_startup()
+        from radiusd.http import start_http
+
+        self.http = await start_http(self)  # None when [http] listen is empty
 
     async def _load_book(self) -> None:
         now = self.clock.now()
@@ -145,6 +148,9 @@ class Server:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop reading, let in-flight requests finish and reply, flush the store."""
+        from radiusd.http import stop_http
+
+        await stop_http(getattr(self, "http", None))
         for listener in self.listeners:
             await listener.stop_reading()
         for task in self.background:
@@ -193,8 +199,17 @@ async def serve(config: Config) -> int:
 
 
 def run(config: Config) -> int:
+    """Run `serve` on uvloop when installed. Not asyncio.run: its Runner turns SIGINT
+    into KeyboardInterrupt, and SIGINT must be the same clean stop as SIGTERM."""
     try:
         import uvloop
+
+        loop = uvloop.new_event_loop()
     except ImportError:
-        return asyncio.run(serve(config))
-    return uvloop.run(serve(config))
+        loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(serve(config))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

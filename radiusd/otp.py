@@ -394,7 +394,11 @@ class PasswordBook:
         return ops
 
     def sms_gave_up(self, password_id: int, now: float) -> list[Op]:
-        """Rules §6: a password whose SMS never left is never silently valid."""
+        """Rules §6: a password whose SMS never left is never silently valid. One
+        already in use proves its SMS arrived (a "delivery unknown" row), so it stays."""
+        pw = self.by_id.get(password_id)
+        if pw is not None and pw.state == "active":
+            return []
         return self.expire_id(password_id, now, "sms_failed")
 
     def sweep(self, now: float) -> list[Op]:
