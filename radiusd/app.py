@@ -76,6 +76,7 @@ class Server:
         except BaseException:
             for listener in self.listeners:
                 listener.close()
+            await self._stop_background()
             await self.store.close()
             raise
         self._log_startup()
@@ -153,11 +154,7 @@ class Server:
         await stop_http(getattr(self, "http", None))
         for listener in self.listeners:
             await listener.stop_reading()
-        for task in self.background:
-            task.cancel()
-        for task in self.background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._stop_background()
         if self.in_flight:
             _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)
             for task in pending:
@@ -167,6 +164,15 @@ class Server:
         await self.store.close()
         log.info("stopped: %s", self.stats.summary())
         self._stopped.set()
+
+    async def _stop_background(self) -> None:
+        """Reaper and SMS worker: cancel, then wait (the worker records its sends)."""
+        for task in self.background:
+            task.cancel()
+        for task in self.background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.background.clear()
 
     async def __aenter__(self) -> Server:
         await self.start()

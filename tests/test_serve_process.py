@@ -172,9 +172,6 @@ def test_serve_refuses_a_port_already_in_use_naming_it(tmp_path: Path) -> None:
     assert f"127.0.0.1:{sp.auth4[1]}" in proc.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="Server.start starts the reaper and SMS outbox before "
-                   "binding and does not cancel them when binding fails: they then hit the "
-                   "closed store ('Task exception was never retrieved')")
 def test_serve_on_a_busy_port_exits_without_a_traceback(tmp_path: Path) -> None:
     _, proc = serve_on_busy_port(tmp_path)
     assert "Traceback" not in proc.stderr
