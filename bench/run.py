@@ -305,8 +305,11 @@ def machine() -> dict[str, str]:
         uv = "no"
     from radiusd import __version__
 
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, check=False).stdout.strip()
     return {"nproc": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version(),
-            "uvloop": uv, "radiusd": __version__, "kernel": platform.release()}
+            "uvloop": uv, "radiusd": __version__, "commit": commit or "?",
+            "kernel": platform.release()}
 
 
 def main() -> int:
