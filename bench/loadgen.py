@@ -52,6 +52,9 @@ CODE_NAMES = {2: "Access-Accept", 3: "Access-Reject", 5: "Accounting-Response",
 MESSAGE_AUTHENTICATOR = 80
 USER_PASSWORD = 2
 ACCT_SESSION_ID = 44
+USER_NAME = 1
+CALLING_STATION_ID = 31
+CLASS = 25
 IDS_PER_SOCKET = 256
 
 
@@ -108,10 +111,16 @@ def _pw_crypt(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
 
 
 class Template:
-    """A pre-encoded request; ``stamp`` makes a distinct copy for one send."""
+    """A pre-encoded request; ``stamp`` makes a distinct copy for one send.
+
+    Fixed-width fields can be patched per send (User-Name, Calling-Station-Id, the
+    Acct-Session-Id, the PAP password up to 16 octets), and attributes appended (the
+    Class an Access-Accept gave, echoed in accounting as a NAS does).
+    """
 
     def __init__(self, raw: bytes, secret: bytes, *, password: bytes | None = None,
-                 session_id_len: int = 0) -> None:
+                 session_id_len: int = 0, patch_user: bool = False,
+                 patch_mac: bool = False) -> None:
         self.raw = bytearray(raw)
         self.secret = secret
         self.code = raw[0]
@@ -119,6 +128,8 @@ class Template:
         self.ma = self._find(MESSAGE_AUTHENTICATOR)
         self.pw = self._find(USER_PASSWORD) if password is not None else None
         self.sid = self._find(ACCT_SESSION_ID) if session_id_len else None
+        self.user = self._find(USER_NAME) if patch_user else None
+        self.mac = self._find(CALLING_STATION_ID) if patch_mac else None
         if self.sid is not None:
             assert self.sid[1] == session_id_len, "session id template has the wrong width"
         if self.pw is not None:
@@ -132,13 +143,20 @@ class Template:
         except LookupError:
             return None
 
-    def stamp(self, ident: int, nonce: bytes, session_id: bytes = b"") -> tuple[bytes, bytes]:
+    def stamp(self, ident: int, nonce: bytes, session_id: bytes = b"", *,
+              user: bytes = b"", mac: bytes = b"", password: bytes | None = None,
+              append: bytes = b"") -> tuple[bytes, bytes]:
         """Return (datagram, request authenticator)."""
         buf = bytearray(self.raw)
         buf[1] = ident
-        if self.sid is not None:
-            off, n = self.sid
-            buf[off:off + n] = session_id
+        for field_, value in ((self.sid, session_id), (self.user, user), (self.mac, mac)):
+            if field_ is not None and value:
+                off, n = field_
+                assert len(value) == n, "patched value has the wrong width"
+                buf[off:off + n] = value
+        if append:
+            buf += append
+            buf[2:4] = struct.pack(">H", len(buf))
         if self.code == 4:  # Accounting-Request: authenticator = MD5(packet, zeros, secret)
             buf[4:20] = bytes(16)
             auth = hashlib.md5(bytes(buf) + self.secret).digest()
@@ -148,7 +166,10 @@ class Template:
         buf[4:20] = auth
         if self.pw is not None:
             off, n = self.pw
-            buf[off:off + n] = _pw_crypt(self.password or b"", self.secret, auth)
+            pw = self.password if password is None else password
+            hidden = _pw_crypt(pw or b"", self.secret, auth)
+            assert len(hidden) == n, "password has the wrong width for this template"
+            buf[off:off + n] = hidden
         if self.ma is not None:
             off = self.ma[0]
             buf[off:off + 16] = hmac.digest(self.secret, bytes(buf), "md5")
@@ -194,6 +215,12 @@ class Slot:
     sent_ns: int = 0
     auth: bytes = b""
     measured: bool = False
+    # login / accept modes
+    user: int = 0
+    code: bytes = b""
+    klass: bytes = b""
+    login_ns: int = 0
+    waiting_sms: bool = False
 
 
 class Sock(asyncio.DatagramProtocol):
@@ -235,6 +262,7 @@ class LoadGen:
     stopping: bool = False
     t_start: float = 0.0
     t_end: float = 0.0
+    rate: float = 0.0  # > 0: open loop, requests/s paced; slots only bound the backlog
 
     def __post_init__(self) -> None:
         self._nonce_prefix = os.urandom(8)
@@ -243,6 +271,8 @@ class LoadGen:
         self.slots: list[Slot] = []
         self.socks: list[Sock] = []
         self._done = asyncio.Event()
+        self._free: list[Slot] = []
+        self.backlogged = 0  # open loop: sends that waited for a free slot
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -270,20 +300,29 @@ class LoadGen:
             if s.transport is not None:
                 s.transport.close()
 
-    def _send(self, slot: Slot) -> None:
-        tpl = self.templates[slot.step]
+    def _nonce(self) -> bytes:
         self._seq += 1
-        nonce = self._nonce_prefix + struct.pack(">Q", self._seq)
-        sid = b""
-        if tpl.sid is not None:
-            if slot.step == 0:  # a new session: a run-unique Acct-Session-Id
-                slot.session = self._seq
-            sid = f"{self._run}{slot.session & 0xFFFFFFFF:08x}".encode()
-        data, auth = tpl.stamp(slot.ident, nonce, sid)
+        return self._nonce_prefix + struct.pack(">Q", self._seq)
+
+    def _session_id(self, slot: Slot, new: bool) -> bytes:
+        if new:  # a new session: a run-unique Acct-Session-Id
+            slot.session = self._seq
+        return f"{self._run}{slot.session & 0xFFFFFFFF:08x}".encode()
+
+    def _make(self, slot: Slot) -> tuple[bytes, bytes]:
+        tpl = self.templates[slot.step]
+        nonce = self._nonce()
+        sid = self._session_id(slot, slot.step == 0) if tpl.sid is not None else b""
+        return tpl.stamp(slot.ident, nonce, sid)
+
+    def _send(self, slot: Slot, scheduled_ns: int = 0) -> None:
+        data, auth = self._make(slot)
         slot.auth = auth
         slot.pending = True
         slot.measured = self.measuring
-        slot.sent_ns = time.perf_counter_ns()
+        # Open loop: latency counts from when the request was due, so a client-side
+        # backlog is not hidden (no coordinated omission).
+        slot.sent_ns = scheduled_ns or time.perf_counter_ns()
         if self.measuring:
             self.sent += 1
         else:
@@ -306,6 +345,9 @@ class LoadGen:
             self.late_replies += 1
             return
         slot.pending = False
+        self._answered(slot, data, now)
+
+    def _answered(self, slot: Slot, data: bytes, now: int) -> None:
         if slot.measured:
             self.latencies.append(now - slot.sent_ns)
             self.codes[data[0]] = self.codes.get(data[0], 0) + 1
@@ -313,8 +355,11 @@ class LoadGen:
                 self.completed += 1
         self._next(slot)
 
-    def _next(self, slot: Slot) -> None:
+    def _advance(self, slot: Slot) -> None:
         slot.step = (slot.step + 1) % len(self.templates)
+
+    def _next(self, slot: Slot, *, timed_out: bool = False) -> None:
+        self._advance(slot)
         if self.stopping:
             if not any(s.pending for s in self.slots):
                 self._done.set()
@@ -322,7 +367,39 @@ class LoadGen:
         if self.measuring and self.count and self.completed + self.timeouts >= self.count:
             self._stop()
             return
+        if self.rate:
+            self._free.append(slot)
+            if self._owed:
+                self._pace()
+            return
         self._send(slot)
+
+    # -- open loop -------------------------------------------------------------------
+
+    _owed: int = 0
+    _paced: int = 0
+
+    def _pace(self) -> None:
+        """Send every request that is due by now (one per 1/rate s since the start)."""
+        now = time.perf_counter_ns()
+        due = int((now - self._t0_ns) * self.rate / 1e9) + 1
+        while self._paced < due and not self.stopping:
+            if not self._free:
+                self._owed = due - self._paced
+                return
+            slot = self._free.pop()
+            scheduled = self._t0_ns + int(self._paced * 1e9 / self.rate)
+            if now - scheduled > 1_000_000:  # sent more than 1 ms after it was due
+                self.backlogged += self.measuring
+            self._paced += 1
+            self._send(slot, scheduled)
+        self._owed = 0
+
+    async def _pacer(self) -> None:
+        self._t0_ns = time.perf_counter_ns()
+        while not self.stopping:
+            self._pace()
+            await asyncio.sleep(0.0005)
 
     def _stop(self) -> None:
         if not self.stopping:
@@ -341,14 +418,23 @@ class LoadGen:
                     slot.pending = False
                     if slot.measured:
                         self.timeouts += 1
-                    self._next(slot)
+                    self._next(slot, timed_out=True)
+            self._check_waits(now)
+
+    def _check_waits(self, now: int) -> None:
+        """Subclasses: time out what a slot waits for besides a reply."""
 
     async def run(self) -> None:
         await self.open()
         watcher = asyncio.create_task(self._watch_timeouts())
+        pacer = None
         try:
-            for slot in self.slots:
-                self._send(slot)
+            if self.rate:
+                self._free = list(reversed(self.slots))
+                pacer = asyncio.create_task(self._pacer())
+            else:
+                for slot in self.slots:
+                    self._start_slot(slot)
             if self.warmup > 0:
                 await asyncio.sleep(self.warmup)
             self.measuring = True
@@ -363,10 +449,15 @@ class LoadGen:
                     self.timeouts += 1
                 slot.pending = False
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, pacer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             self.close()
+
+    def _start_slot(self, slot: Slot) -> None:
+        self._send(slot)
 
     async def _wait_stopping(self) -> None:
         while not self.stopping:
@@ -399,6 +490,8 @@ class LoadGen:
             "p99_ms": pct(99),
             "max_ms": round(lat[-1] / 1e6, 3) if lat else None,
             "replies": {CODE_NAMES.get(c, str(c)): n for c, n in sorted(self.codes.items())},
+            "rate": self.rate or None,
+            "backlogged": self.backlogged if self.rate else None,
             "loop": loop_name,
             "python": platform.python_version(),
         }

@@ -92,6 +92,11 @@ class Server:
             "SELECT login, request_device, request_nas, issued_at FROM passwords "
             "WHERE issued_at > ? AND kind = 'phone'", (now - 86400,))
         self.book.load(live, [tuple(h) for h in history])
+        newest = await self.store.fetchall(
+            "SELECT login, secret FROM passwords p WHERE kind = 'phone' AND issued_at > ? "
+            "AND issued_at = (SELECT MAX(issued_at) FROM passwords q WHERE q.login = p.login)",
+            (now - 86400,))
+        self.book.remember_last_codes(newest)
 
     async def _start_sms(self) -> Any:
         """The SMS provider and the outbox worker (Rules §6)."""
@@ -207,6 +212,7 @@ async def serve(config: Config) -> int:
 def run(config: Config) -> int:
     """Run `serve` on uvloop when installed. Not asyncio.run: its Runner turns SIGINT
     into KeyboardInterrupt, and SIGINT must be the same clean stop as SIGTERM."""
+    loop: asyncio.AbstractEventLoop
     try:
         import uvloop
 

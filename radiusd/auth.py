@@ -50,6 +50,7 @@ def _chap_matcher(chap: bytes, challenge: bytes) -> Callable[[str], bool]:
 
 
 class OtpAuth:
+    VOUCHER_MISS_SECONDS = 2.0
     def __init__(self, config: Config, book: PasswordBook, store: Store,
                  sms_queued: Callable[[], None] = lambda: None) -> None:
         self.config = config
@@ -58,6 +59,7 @@ class OtpAuth:
         self.sms_queued = sms_queued
         self.language = config.otp.language
         self._challenges: OrderedDict[bytes, str] = OrderedDict()
+        self._voucher_misses: OrderedDict[str, float] = OrderedDict()
         self.issued_count = 0
 
     def _reject(self, key: str, **values: object) -> Reply:
@@ -92,7 +94,7 @@ class OtpAuth:
             login = phone.normalise(name, self.config.otp.default_region,
                                     self.config.otp.allowed_regions)
         except phone.NumberRefused as refused:
-            voucher = await self._voucher(name)
+            voucher = await self._voucher(name, now)
             if voucher is None:
                 return self._reject(refused.reason)
             login = voucher.login
@@ -144,23 +146,30 @@ class OtpAuth:
         while len(self._challenges) > 10_000:
             self._challenges.popitem(last=False)
 
-    async def _voucher(self, login: str) -> Password | None:
-        """Rules §10 vouchers are made by `radiusd journal open` in another process:
-        look in the database when the book does not know the login."""
-        for pw in self.book.by_id.values():
-            if pw.login == login and pw.kind == "voucher":
-                return pw
+    async def _voucher(self, login: str, now: float) -> Password | None:
+        """Rules §10 vouchers are made and closed by `radiusd journal` in another
+        process, so the database decides; a miss is remembered briefly so that a
+        flood of unknown names costs no query each."""
+        until = self._voucher_misses.get(login)
+        if until is not None and until > now:
+            return None
         from radiusd.otp import LIVE_COLUMNS
 
         rows = await self.store.fetchall(
             f"SELECT {LIVE_COLUMNS} FROM passwords "
             "WHERE login = ? AND kind = 'voucher' AND state != 'expired'", (login,))
-        for row in rows:
-            self.book.load([row], [])
-        for pw in self.book.by_id.values():
-            if pw.login == login and pw.kind == "voucher":
-                return pw
-        return None
+        known = self.book.vouchers.get(login)
+        if not rows:
+            if known is not None:
+                self.book.forget(known)  # e.g. `radiusd journal close` ended it
+            self._voucher_misses[login] = now + self.VOUCHER_MISS_SECONDS
+            while len(self._voucher_misses) > 10_000:
+                self._voucher_misses.popitem(last=False)
+            return None
+        self._voucher_misses.pop(login, None)
+        if known is None:
+            self.book.load(rows, [])
+        return self.book.vouchers.get(login)
 
     async def authenticate(self, request: Request, context: object, now: float) -> bool:
         assert isinstance(context, LoginContext)

@@ -200,8 +200,18 @@ class PasswordBook:
         self.by_id: dict[int, Password] = {}
         self.last_code: dict[str, str] = {}  # login -> the code sent last (Rules §9)
         self.notice: dict[str, str] = {}  # login -> why its password died, to tell once
+        self.vouchers: dict[str, Password] = {}  # live journal vouchers by login
 
     # -- loading ---------------------------------------------------------------------
+
+    def remember_last_codes(self, rows: Iterable[Any]) -> None:
+        """Rules §9 across restarts: (login, sealed secret) of each number's newest
+        password, so the next code differs from it."""
+        for r in rows:
+            try:
+                self.last_code[r[0]] = self.sealer.open(r[1], b"otp").decode()
+            except ValueError:
+                continue
 
     def load(self, rows: Iterable[Any], history: Iterable[Any]) -> None:
         """Rebuild from the database: live passwords (LIVE_COLUMNS) and the last day's
@@ -223,6 +233,8 @@ class PasswordBook:
 
     def _index(self, pw: Password) -> None:
         self.by_id[pw.id] = pw
+        if pw.kind == "voucher":
+            self.vouchers[pw.login] = pw
         if pw.state == "issued":
             self.issued[pw.login] = pw
         elif pw.state == "active":
@@ -278,6 +290,7 @@ class PasswordBook:
 
     def check(self, login: str, matches: Matcher, device: str | None, now: float) -> Checked:
         ops: list[Op] = []
+        in_use_here = False
         for pw in list(self.active.get(login, ())):
             if now >= pw.issued_at + self.cfg.max_lifetime_seconds:
                 ops += self.expire(pw, now, "max_lifetime")
@@ -286,9 +299,14 @@ class PasswordBook:
                     return Checked(None, "other_device", ops)
                 # Rules §8: still connected: re-authentication (pfSense, Session-Timeout).
                 return Checked(pw, "", ops)
+            elif pw.device is None or pw.device == device:
+                in_use_here = True
         issued = self.issued.get(login)
         if issued is None:
-            return Checked(None, self.notice.pop(login, "password_expired"), ops)
+            # A live password on this device and a mistyped code: say so, rather
+            # than "no longer valid".
+            reason = "wrong_password" if in_use_here else "password_expired"
+            return Checked(None, self.notice.pop(login, reason), ops)
         pw = issued
         if now >= pw.unclaimed_until or now >= pw.issued_at + self.cfg.max_lifetime_seconds:
             ops += self.expire(pw, now, "ttl")
@@ -318,9 +336,13 @@ class PasswordBook:
 
     # -- Rules §8-§9: expiry ------------------------------------------------------------
 
-    def expire(self, pw: Password, now: float, reason: str) -> list[Op]:
-        if pw.state == "expired":
-            return []
+    def forget(self, pw: Password) -> None:
+        """Drop from memory without writing: the database already says it is dead
+        (a voucher whose journal entry was closed by hand)."""
+        self._unindex(pw)
+        pw.state = "expired"
+
+    def _unindex(self, pw: Password) -> None:
         if self.issued.get(pw.login) is pw:
             del self.issued[pw.login]
         actives = self.active.get(pw.login)
@@ -330,7 +352,14 @@ class PasswordBook:
                 del self.active[pw.login]
         if pw.class_token:
             self.by_class.pop(pw.class_token, None)
+        if self.vouchers.get(pw.login) is pw:
+            del self.vouchers[pw.login]
         self.by_id.pop(pw.id, None)
+
+    def expire(self, pw: Password, now: float, reason: str) -> list[Op]:
+        if pw.state == "expired":
+            return []
+        self._unindex(pw)
         if reason == "sms_failed":
             self.notice[pw.login] = "sms_failed"
         pw.state = "expired"

@@ -3,6 +3,8 @@ subscriber's mobile number. Parsing is Google's libphonenumber (`phonenumbers`).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
 
@@ -19,7 +21,27 @@ class NumberRefused(Exception):
 
 def normalise(text: str, default_region: str, allowed_regions: list[str]) -> str:
     """What people type (`8 701 234 56 78`, `+7 (701) 234-56-78`, `77012345678`) ->
-    E.164 (`+77012345678`), or raise `NumberRefused`."""
+    E.164 (`+77012345678`), or raise `NumberRefused`.
+
+    Parsing costs more than the rest of an Access-Request together, and a controller
+    re-authenticates the same few numbers all day, so answers are cached (bounded).
+    """
+    result = _normalise(text, default_region, tuple(allowed_regions))
+    if result.startswith("+"):
+        return result
+    raise NumberRefused(result)
+
+
+@lru_cache(maxsize=65536)
+def _normalise(text: str, default_region: str, allowed_regions: tuple[str, ...]) -> str:
+    """E.164, or the refusal reason (which never starts with "+")."""
+    try:
+        return _parse(text, default_region, allowed_regions)
+    except NumberRefused as e:
+        return e.reason
+
+
+def _parse(text: str, default_region: str, allowed_regions: tuple[str, ...]) -> str:
     cleaned = text.strip()
     if not cleaned or len(cleaned) > 32:
         raise NumberRefused("not_a_number")

@@ -167,7 +167,7 @@ def decrypt_user_password(hidden: bytes, secret: bytes, authenticator: bytes) ->
     for i in range(0, n, 16):
         block = hidden[i : i + 16]
         key = hashlib.md5(secret + last).digest()
-        out += bytes(a ^ b for a, b in zip(block, key, strict=True))
+        out += (int.from_bytes(block) ^ int.from_bytes(key)).to_bytes(16)
         last = block
     return bytes(out).rstrip(b"\x00")
 
