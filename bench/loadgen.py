@@ -40,6 +40,7 @@ import ipaddress
 import json
 import os
 import platform
+import re
 import socket
 import struct
 import sys
@@ -495,6 +496,329 @@ class LoadGen:
             "loop": loop_name,
             "python": platform.python_version(),
         }
+
+
+# -- login / accept (issue 4) --------------------------------------------------------
+
+
+STEPS = ("get_password", "login", "start", "stop")
+EXPECTED = {0: (3,), 1: (2,), 2: (5,), 3: (5,)}  # get_password: Access-Reject + SMS
+CODE_RE = re.compile(rb"\d{4,12}")
+
+
+def kz_number(i: int) -> str:
+    """A distinct Kazakh mobile number (Kcell 701) per index."""
+    return f"+7701{i % 10_000_000:07d}"
+
+
+def device_mac(i: int) -> str:
+    """A distinct, locally administered MAC address per index (Calling-Station-Id)."""
+    v = i % (1 << 40)
+    return "02-" + "-".join(f"{(v >> sh) & 0xFF:02X}" for sh in (32, 24, 16, 8, 0))
+
+
+@dataclass(slots=True)
+class User:
+    number: str
+    mac: str
+    code: str
+
+
+def read_users(path: Path) -> list[User]:
+    users = [User(**json.loads(line)) for line in path.read_text().splitlines() if line]
+    if not users:
+        raise ValueError(f"{path}: no users")
+    return users
+
+
+def login_templates(secret: bytes, code_len: int) -> list[Template]:
+    """Get password (empty PAP), login (PAP code), Accounting Start, Stop: all with a
+    patchable User-Name and Calling-Station-Id."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from radiusd.testing.nas import SimulatedNAS
+
+    nas = SimulatedNAS(auth_address=("127.0.0.1", 0), secret=secret,
+                       nas_identifier="loadgen")
+    user, mac, code = kz_number(0), device_mac(0), "0" * code_len
+    get = nas.access_request(user, "", mac=mac, message_authenticator=True)
+    login = nas.access_request(user, code, mac=mac, message_authenticator=True)
+    sid = "0" * 16
+    start = nas.accounting_request("Start", user=user, session_id=sid, mac=mac,
+                                   extra=[("Framed-IP-Address", "10.5.0.2")])
+    stop = nas.accounting_request(
+        "Stop", user=user, session_id=sid, mac=mac,
+        extra=[("Framed-IP-Address", "10.5.0.2"), ("Acct-Terminate-Cause", 1)],
+        Acct_Session_Time=60, Acct_Input_Octets=123456, Acct_Output_Octets=654321,
+        Acct_Input_Packets=100, Acct_Output_Packets=200)
+    kw = {"patch_user": True, "patch_mac": True}
+    return [Template(nas.encode(get), secret, password=b"", **kw),
+            Template(nas.encode(login), secret, password=code.encode(), **kw),
+            Template(nas.encode(start), secret, session_id_len=16, **kw),
+            Template(nas.encode(stop), secret, session_id_len=16, **kw)]
+
+
+def reply_attr(data: bytes, attr_type: int) -> bytes | None:
+    try:
+        off, n = _attr_value_offset(data, attr_type)
+    except LookupError:
+        return None
+    return data[off:off + n]
+
+
+class LoginGen(LoadGen):
+    """Each slot runs whole logins: Get password -> (SMS) -> login with the code ->
+    Accounting Start -> Stop, a new number and device for each login.
+
+    With ``users`` (no SMS: FreeRADIUS, whose radcheck already holds the codes) the
+    Get-password step is skipped and the slots cycle through those users. With
+    ``provision`` the Stop is left out and each logged-in user is kept (for `accept`).
+    """
+
+    def setup(self, *, sms_path: Path | None, users: list[User] | None,
+              number_base: int, provision: bool, sms_timeout: float) -> None:
+        self.sms_path = sms_path
+        self.users = users
+        self.number_base = number_base
+        self.provision = provision
+        self.sms_timeout_ns = int(sms_timeout * 1e9)
+        self.first_step = 1 if users else 0
+        self.last_step = 2 if provision else 3
+        self.step_lat: dict[str, list[int]] = {n: [] for n in (*STEPS, "sms")}
+        self.step_codes: dict[str, dict[int, int]] = {n: {} for n in STEPS}
+        self.failures: dict[str, int] = {}
+        self.sms_timeouts = 0
+        self.abandoned = 0
+        self.round_trips = 0
+        self.provisioned: list[User] = []
+        self._issued = 0
+        self._waiting: dict[str, Slot] = {}
+        self._early: dict[str, bytes] = {}
+        self._sms_pos = sms_path.stat().st_size if sms_path and sms_path.exists() else 0
+        self._class_attr: dict[int, bytes] = {}
+
+    def _who(self, slot: Slot) -> tuple[str, str]:
+        if self.users:
+            u = self.users[slot.user % len(self.users)]
+            return u.number, u.mac
+        return kz_number(slot.user), device_mac(slot.user)
+
+    def _start_slot(self, slot: Slot) -> None:
+        self._begin(slot)
+
+    def _begin(self, slot: Slot) -> None:
+        if self._halt_if_done():
+            return
+        slot.user = self.number_base + self._issued
+        self._issued += 1
+        if self.users:
+            slot.code = self.users[slot.user % len(self.users)].code.encode()
+        slot.klass = b""
+        slot.login_ns = time.perf_counter_ns()
+        slot.session = 0
+        setattr_measured(slot, self.measuring)
+        slot.step = self.first_step
+        self._send(slot)
+
+    def _halt_if_done(self) -> bool:
+        if self.stopping:
+            if not any(s.pending for s in self.slots):
+                self._done.set()
+            return True
+        if self.count and (self.measuring or self.provision) and self.completed >= self.count:
+            self._stop()
+            return True
+        return False
+
+    def _make(self, slot: Slot) -> tuple[bytes, bytes]:
+        number, mac = self._who(slot)
+        user, macb = number.encode(), mac.encode()
+        tpl = self.templates[slot.step]
+        nonce = self._nonce()
+        if slot.step == 0:
+            return tpl.stamp(slot.ident, nonce, user=user, mac=macb)
+        if slot.step == 1:
+            return tpl.stamp(slot.ident, nonce, user=user, mac=macb, password=slot.code)
+        sid = self._session_id(slot, slot.step == 2)
+        append = bytes([CLASS, len(slot.klass) + 2]) + slot.klass if slot.klass else b""
+        return tpl.stamp(slot.ident, nonce, sid, user=user, mac=macb, append=append)
+
+    def _answered(self, slot: Slot, data: bytes, now: int) -> None:
+        step = slot.step
+        name = STEPS[step]
+        measured = login_measured(slot)
+        if measured:
+            self.step_lat[name].append(now - slot.sent_ns)
+            codes = self.step_codes[name]
+            codes[data[0]] = codes.get(data[0], 0) + 1
+            if not self.stopping:
+                self.round_trips += 1
+        if data[0] not in EXPECTED[step]:
+            if measured:
+                key = f"{name}: {CODE_NAMES.get(data[0], str(data[0]))}"
+                self.failures[key] = self.failures.get(key, 0) + 1
+            self.abandoned += 1
+            self._begin(slot)
+            return
+        if step == 0:
+            number, _ = self._who(slot)
+            slot.waiting_sms = True
+            slot.sent_ns = now
+            code = self._early.pop(number, None)
+            if code is not None:
+                self._got_code(slot, code, now)
+            else:
+                self._waiting[number] = slot
+            return
+        if step == 1:
+            slot.klass = reply_attr(data, CLASS) or b""
+        if step == self.last_step:
+            if self.provision:
+                number, mac = self._who(slot)
+                self.provisioned.append(User(number, mac, slot.code.decode()))
+            if measured and not self.stopping:
+                self.completed += 1
+                self.latencies.append(now - slot.login_ns)
+            self._begin(slot)
+            return
+        if self._halt_if_done():
+            return
+        slot.step = step + 1
+        self._send(slot)
+
+    def _got_code(self, slot: Slot, code: bytes, now: int) -> None:
+        slot.waiting_sms = False
+        if login_measured(slot):
+            self.step_lat["sms"].append(now - slot.sent_ns)
+        slot.code = code
+        if self._halt_if_done():
+            return
+        slot.step = 1
+        self._send(slot)
+
+    def _next(self, slot: Slot, *, timed_out: bool = False) -> None:
+        self.abandoned += 1  # a lost reply ends this login; the slot starts another
+        self._begin(slot)
+
+    def _check_waits(self, now: int) -> None:
+        for number, slot in list(self._waiting.items()):
+            if slot.waiting_sms and now - slot.sent_ns > self.sms_timeout_ns:
+                del self._waiting[number]
+                slot.waiting_sms = False
+                if login_measured(slot):
+                    self.sms_timeouts += 1
+                self.abandoned += 1
+                self._begin(slot)
+
+    def _read_outbox(self, buf: bytes) -> bytes:
+        """Hand each complete JSON line's code to the slot waiting for that number."""
+        *lines, rest = buf.split(b"\n")
+        now = time.perf_counter_ns()
+        for line in lines:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            found = CODE_RE.findall(str(msg.get("text", "")).encode())
+            if not found:
+                continue
+            to, code = str(msg.get("to")), found[-1]
+            slot = self._waiting.pop(to, None)
+            if slot is not None and slot.waiting_sms:
+                self._got_code(slot, code, now)
+            else:
+                self._early[to] = code
+        return rest
+
+    async def _tail(self) -> None:
+        """Follow the SMS outbox file (what a user's phone would receive) every 1 ms."""
+        assert self.sms_path is not None
+        fd = -1
+        buf = b""
+        try:
+            while True:
+                if fd < 0:
+                    with contextlib.suppress(FileNotFoundError):
+                        fd = os.open(self.sms_path, os.O_RDONLY)
+                if fd >= 0:
+                    size = os.fstat(fd).st_size
+                    if size > self._sms_pos:
+                        buf += os.pread(fd, size - self._sms_pos, self._sms_pos)
+                        self._sms_pos = size
+                        buf = self._read_outbox(buf)
+                await asyncio.sleep(0.001)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    async def run(self) -> None:
+        tail = asyncio.create_task(self._tail()) if self.first_step == 0 else None
+        try:
+            await super().run()
+        finally:
+            if tail is not None:
+                tail.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tail
+
+    def report(self, mode: str, loop_name: str) -> dict[str, object]:
+        r = super().report(mode, loop_name)
+        window = max(self.t_end - self.t_start, 1e-9)
+
+        def pct(values: list[int], p: float) -> float | None:
+            if not values:
+                return None
+            v = sorted(values)
+            return round(v[min(len(v) - 1, int(p / 100 * len(v)))] / 1e6, 3)
+
+        r["logins_per_s"] = r.pop("rps")
+        r["round_trips_per_s"] = round(self.round_trips / window, 1)
+        r["login_p50_ms"] = r.pop("p50_ms")
+        r["login_p99_ms"] = r.pop("p99_ms")
+        r["steps"] = {
+            name: {"n": len(v), "p50_ms": pct(v, 50), "p99_ms": pct(v, 99),
+                   **({"replies": {CODE_NAMES.get(c, str(c)): n
+                                   for c, n in sorted(self.step_codes[name].items())}}
+                      if name in self.step_codes else {})}
+            for name, v in self.step_lat.items() if v}
+        r["failures"] = self.failures
+        r["sms_timeouts"] = self.sms_timeouts
+        r["abandoned_logins"] = self.abandoned
+        r["with_sms"] = self.first_step == 0
+        del r["replies"]
+        return r
+
+
+def setattr_measured(slot: Slot, value: bool) -> None:
+    slot.measured = value
+
+
+def login_measured(slot: Slot) -> bool:
+    return slot.measured
+
+
+class AcceptGen(LoadGen):
+    """Access-Request with the right code from the device it is bound to, cycling
+    through pre-provisioned users (re-authentication of live sessions)."""
+
+    users: list[User]
+
+    def setup(self, users: list[User]) -> None:
+        self.users = users
+        self._enc = [(u.number.encode(), u.mac.encode(), u.code.encode()) for u in users]
+
+    async def open(self) -> None:
+        await super().open()
+        spread = max(1, len(self.users) // len(self.slots))
+        for k, slot in enumerate(self.slots):
+            slot.user = k * spread
+
+    def _make(self, slot: Slot) -> tuple[bytes, bytes]:
+        user, mac, code = self._enc[slot.user % len(self._enc)]
+        return self.templates[0].stamp(slot.ident, self._nonce(), user=user, mac=mac,
+                                       password=code)
+
+    def _advance(self, slot: Slot) -> None:
+        slot.user += 1
 
 
 def human(r: dict[str, object]) -> str:

@@ -148,8 +148,9 @@ class Server:
             addrs = [c.address] if isinstance(c.address, str) else c.address
             log.info("client %s: %s", c.name, ", ".join(addrs))
         if any(c.secret == DEFAULT_SECRET for c in self.config.clients):
-            log.warning("a client uses the default secret %r: fine on loopback for a trial, "
-                        "never on a network", DEFAULT_SECRET)
+            names = [c.name for c in self.config.clients if c.secret == DEFAULT_SECRET]
+            log.warning("client %s uses FreeRADIUS's well-known default secret: fine on "
+                        "loopback for a trial, never on a network", ", ".join(names))
         log.info("database %s", self.config.database.path)
 
     async def stop(self, grace: float = 10.0) -> None:

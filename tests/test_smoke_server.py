@@ -1,8 +1,13 @@
 """The server answers over loopback on both ports and both address families."""
 
+import logging
+from pathlib import Path
+
+import pytest
+
 from radiusd.app import Server
 from radiusd.testing.nas import SimulatedNAS
-from radiusd.testing.server import nas_for
+from radiusd.testing.server import loopback_config, nas_for, running_server
 
 
 async def test_status_server_answered_on_auth_and_acct(nas: SimulatedNAS) -> None:
@@ -30,3 +35,13 @@ async def test_accounting_start_and_stop_are_stored(server: Server, nas: Simulat
     assert row["stopped_at"] is not None
     assert row["input_octets"] == (1 << 32) + 1000
     assert row["terminate_cause"] == "User-Request"
+
+
+async def test_startup_log_names_clients_but_not_the_default_secret(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_server(loopback_config(tmp_path)):
+        pass
+    assert "client localhost: 127.0.0.1, ::1" in caplog.text
+    assert "well-known default secret" in caplog.text
+    assert "testing123" not in caplog.text
