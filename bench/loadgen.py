@@ -210,6 +210,7 @@ def build_templates(mode: str, secret: bytes, user: str, password: str) -> list[
 class Slot:
     sock: Sock
     ident: int
+    acct_sock: Sock | None = None  # login: Accounting goes to the other port
     step: int = 0
     session: int = 0
     pending: bool = False
@@ -221,6 +222,7 @@ class Slot:
     code: bytes = b""
     klass: bytes = b""
     login_ns: int = 0
+    login_measured: bool = False
     waiting_sms: bool = False
 
 
@@ -275,23 +277,29 @@ class LoadGen:
         self._free: list[Slot] = []
         self.backlogged = 0  # open loop: sends that waited for a free slot
 
-    async def open(self) -> None:
+    async def _open_socks(self, target: tuple[str, int]) -> list[Sock]:
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET
-        n_socks = -(-self.inflight // IDS_PER_SOCKET)
-        for _ in range(n_socks):
+        family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+        socks = []
+        for _ in range(-(-self.inflight // IDS_PER_SOCKET)):
             s = socket.socket(family, socket.SOCK_DGRAM)
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
             s.setblocking(False)
-            s.connect(self.target)
+            s.connect(target)
             proto = Sock(self)
             await loop.create_datagram_endpoint(lambda p=proto: p, sock=s)
-            self.socks.append(proto)
+            socks.append(proto)
+        self.socks += socks
+        return socks
+
+    async def open(self) -> None:
+        socks = await self._open_socks(self.target)
+        n_socks = len(socks)
         # Spread slots over the sockets, each with its own Identifier.
         for k in range(self.inflight):
-            sock = self.socks[k % n_socks]
+            sock = socks[k % n_socks]
             slot = Slot(sock, ident=(k // n_socks) % 256)
             sock.slots[slot.ident] = slot
             self.slots.append(slot)
@@ -328,8 +336,10 @@ class LoadGen:
             self.sent += 1
         else:
             self.warmup_sent += 1
-        assert slot.sock.transport is not None
-        slot.sock.transport.sendto(data)
+        sock = slot.acct_sock if slot.acct_sock is not None and \
+            self.templates[slot.step].code == 4 else slot.sock
+        assert sock.transport is not None
+        sock.transport.sendto(data)
 
     def on_reply(self, sock: Sock, data: bytes) -> None:
         now = time.perf_counter_ns()
@@ -596,6 +606,15 @@ class LoginGen(LoadGen):
         self._sms_pos = sms_path.stat().st_size if sms_path and sms_path.exists() else 0
         self._class_attr: dict[int, bytes] = {}
 
+    acct_target: tuple[str, int]
+
+    async def open(self) -> None:
+        await super().open()
+        acct = await self._open_socks(self.acct_target)
+        for k, slot in enumerate(self.slots):
+            slot.acct_sock = acct[k % len(acct)]
+            slot.acct_sock.slots[slot.ident] = slot
+
     def _who(self, slot: Slot) -> tuple[str, str]:
         if self.users:
             u = self.users[slot.user % len(self.users)]
@@ -615,7 +634,7 @@ class LoginGen(LoadGen):
         slot.klass = b""
         slot.login_ns = time.perf_counter_ns()
         slot.session = 0
-        setattr_measured(slot, self.measuring)
+        slot.login_measured = self.measuring
         slot.step = self.first_step
         self._send(slot)
 
@@ -645,7 +664,7 @@ class LoginGen(LoadGen):
     def _answered(self, slot: Slot, data: bytes, now: int) -> None:
         step = slot.step
         name = STEPS[step]
-        measured = login_measured(slot)
+        measured = slot.login_measured
         if measured:
             self.step_lat[name].append(now - slot.sent_ns)
             codes = self.step_codes[name]
@@ -675,7 +694,7 @@ class LoginGen(LoadGen):
             if self.provision:
                 number, mac = self._who(slot)
                 self.provisioned.append(User(number, mac, slot.code.decode()))
-            if measured and not self.stopping:
+            if (measured or self.provision) and not self.stopping:
                 self.completed += 1
                 self.latencies.append(now - slot.login_ns)
             self._begin(slot)
@@ -687,7 +706,7 @@ class LoginGen(LoadGen):
 
     def _got_code(self, slot: Slot, code: bytes, now: int) -> None:
         slot.waiting_sms = False
-        if login_measured(slot):
+        if slot.login_measured:
             self.step_lat["sms"].append(now - slot.sent_ns)
         slot.code = code
         if self._halt_if_done():
@@ -704,7 +723,7 @@ class LoginGen(LoadGen):
             if slot.waiting_sms and now - slot.sent_ns > self.sms_timeout_ns:
                 del self._waiting[number]
                 slot.waiting_sms = False
-                if login_measured(slot):
+                if slot.login_measured:
                     self.sms_timeouts += 1
                 self.abandoned += 1
                 self._begin(slot)
@@ -788,14 +807,6 @@ class LoginGen(LoadGen):
         return r
 
 
-def setattr_measured(slot: Slot, value: bool) -> None:
-    slot.measured = value
-
-
-def login_measured(slot: Slot) -> bool:
-    return slot.measured
-
-
 class AcceptGen(LoadGen):
     """Access-Request with the right code from the device it is bound to, cycling
     through pre-provisioned users (re-authentication of live sessions)."""
@@ -822,6 +833,16 @@ class AcceptGen(LoadGen):
 
 
 def human(r: dict[str, object]) -> str:
+    if "logins_per_s" in r:
+        steps = r["steps"]
+        assert isinstance(steps, dict)
+        detail = "; ".join(f"{k} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms"
+                           for k, v in steps.items())
+        return (f"{r['mode']} -> {r['target']} inflight={r['inflight']}: "
+                f"{r['logins_per_s']:.0f} logins/s ({r['round_trips_per_s']:.0f} round "
+                f"trips/s), login p50 {r['login_p50_ms']} ms, p99 {r['login_p99_ms']} ms; "
+                f"{detail}; {r['timeouts']} timeouts, {r['sms_timeouts']} SMS timeouts, "
+                f"failures {r['failures'] or 'none'}")
     replies = r["replies"]
     assert isinstance(replies, dict)
     total = sum(replies.values()) or 1
@@ -850,35 +871,83 @@ def probe(target: tuple[str, int], secret: bytes, timeout: float = 0.5) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--target", default="127.0.0.1:1812", help="HOST:PORT, loopback only")
+    p.add_argument("--target", default="127.0.0.1:1812",
+                   help="HOST:PORT, loopback only (login/provision: the auth port)")
+    p.add_argument("--acct-target", help="login/provision: the accounting HOST:PORT "
+                   "(default: auth port + 1)")
     p.add_argument("--secret", default="testing123")
-    p.add_argument("--mode", choices=("status", "access", "acct"), default="status")
-    p.add_argument("--inflight", type=int, default=64, help="requests kept in flight")
+    p.add_argument("--mode", choices=("status", "access", "acct", "login", "provision",
+                                      "accept"), default="status")
+    p.add_argument("--inflight", type=int, default=64,
+                   help="requests kept in flight (with --rate: at most in flight)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     p.add_argument("--count", type=int, default=0,
-                   help="stop after this many measured requests (0: duration only)")
+                   help="stop after this many measured requests (login: logins; "
+                   "0: duration only)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds before a timeout")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="open loop: send this many requests/s whatever the replies "
+                   "(status/access/acct/accept); latency counts from when a request was due")
     p.add_argument("--user", default="bench", help="User-Name for access/acct")
     p.add_argument("--password", default="benchpass", help="PAP password for access")
+    p.add_argument("--sms-outbox", type=Path,
+                   help="login/provision: radiusd's [sms.file] path, tailed for the codes")
+    p.add_argument("--users", type=Path, help="accept (and login without SMS): JSON lines "
+                   '{"number", "mac", "code"} of users whose password is live')
+    p.add_argument("--users-out", type=Path, help="provision: write the users here")
+    p.add_argument("--number-base", type=int, default=-1,
+                   help="login/provision: first number index (+7701 and 7 digits); "
+                   "default random")
+    p.add_argument("--code-length", type=int, default=6, help="digits of a password")
+    p.add_argument("--sms-timeout", type=float, default=10.0,
+                   help="seconds to wait for a code in the outbox")
     p.add_argument("--no-uvloop", action="store_true", help="use the stock asyncio loop")
     args = p.parse_args(argv)
 
     try:
         target = parse_target(args.target)
+        acct_target = parse_target(args.acct_target) if args.acct_target else \
+            (target[0], target[1] + 1)
     except ValueError as e:
         p.error(str(e))
     if not 1 <= args.inflight <= 65536:
         p.error("--inflight must be 1..65536")
     if not 0 < args.duration <= 3600:
         p.error("--duration must be more than 0 and at most 3600 seconds")
-    if args.count < 0 or args.timeout <= 0 or args.warmup < 0:
-        p.error("--count, --timeout and --warmup must not be negative")
+    if args.count < 0 or args.timeout <= 0 or args.warmup < 0 or args.rate < 0:
+        p.error("--count, --timeout, --warmup and --rate must not be negative")
+    if args.rate and args.mode in ("login", "provision"):
+        p.error("--rate is for single-request modes (status, access, acct, accept)")
+    if args.mode == "accept" and not args.users:
+        p.error("--mode accept needs --users (see --mode provision)")
+    if args.mode in ("login", "provision") and not (args.sms_outbox or args.users):
+        p.error(f"--mode {args.mode} needs --sms-outbox (radiusd) or --users (no SMS)")
+    if args.mode == "provision" and not (args.users_out and args.count and args.sms_outbox):
+        p.error("--mode provision needs --sms-outbox, --count K and --users-out")
 
     secret = args.secret.encode()
-    templates = build_templates(args.mode, secret, args.user, args.password)
-    gen = LoadGen(target, secret, templates, args.inflight, args.duration, args.count,
-                  args.timeout, args.warmup)
+    common = dict(inflight=args.inflight, duration=args.duration, count=args.count,
+                  timeout=args.timeout, warmup=args.warmup, rate=args.rate)
+    gen: LoadGen
+    if args.mode in ("login", "provision"):
+        base = args.number_base if args.number_base >= 0 else \
+            int.from_bytes(os.urandom(4), "big") % 9_000_000
+        lg = LoginGen(target, secret, login_templates(secret, args.code_length), **common)
+        lg.setup(sms_path=args.sms_outbox,
+                 users=read_users(args.users) if args.users else None,
+                 number_base=base, provision=args.mode == "provision",
+                 sms_timeout=args.sms_timeout)
+        lg.acct_target = acct_target
+        gen = lg
+    elif args.mode == "accept":
+        ag = AcceptGen(target, secret, login_templates(secret, args.code_length)[1:2],
+                       **common)
+        ag.setup(read_users(args.users))
+        gen = ag
+    else:
+        templates = build_templates(args.mode, secret, args.user, args.password)
+        gen = LoadGen(target, secret, templates, **common)
 
     loop_name = "asyncio"
     if not args.no_uvloop:
@@ -893,6 +962,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         asyncio.run(gen.run())
     result = gen.report(args.mode, loop_name)
+    if isinstance(gen, LoginGen) and gen.provision:
+        assert args.users_out is not None
+        args.users_out.write_text("".join(
+            json.dumps({"number": u.number, "mac": u.mac, "code": u.code}) + "\n"
+            for u in gen.provisioned))
+        result["provisioned"] = len(gen.provisioned)
     print(json.dumps(result), flush=True)
     print(human(result), file=sys.stderr)
     return 0 if gen.completed else 1

@@ -101,6 +101,18 @@ secret = "{SECRET}"
 
 [otp]
 key_file = "{tmp / 'radiusd.key'}"
+# Issue 4 benchmark: no abuse limit may throttle the load generator.
+resend_after_seconds = 0
+per_number_hourly = 1000000000
+per_number_daily = 1000000000
+per_device_hourly = 1000000000
+per_nas_minute = 1000000000
+global_per_minute = 1000000000
+
+[accounting]
+# Provisioned `accept` users keep a live session without Interim-Updates for the
+# whole run; the reaper must not close them (default: 3 x 300 s + 60 s).
+stale_after_seconds = 86400
 
 [sms]
 provider = "file"

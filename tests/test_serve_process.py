@@ -40,11 +40,18 @@ class ServeProcess:
     def __init__(self, tmp: Path, secret: str = SECRET) -> None:
         self.tmp = tmp
         self.secret = secret
+        self.config = tmp / "radiusd.toml"
+        self.log_path = tmp / "radiusd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.write_config()
+
+    def write_config(self) -> None:
+        """Pick free ports (another process may still take one first: `start` retries)."""
+        tmp, secret = self.tmp, self.secret
         self.auth4 = ("127.0.0.1", free_port("127.0.0.1"))
         self.acct4 = ("127.0.0.1", free_port("127.0.0.1"))
         self.auth6 = ("::1", free_port("::1"))
         self.acct6 = ("::1", free_port("::1"))
-        self.config = tmp / "radiusd.toml"
         self.config.write_text(f"""
 [server]
 auth_listen = ["127.0.0.1:{self.auth4[1]}", "[::1]:{self.auth6[1]}"]
@@ -68,17 +75,19 @@ path = "{tmp / 'outbox.jsonl'}"
 [otp]
 key_file = "{tmp / 'radiusd.key'}"
 """)
-        self.log_path = tmp / "radiusd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ServeProcess:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "radiusd", "serve", "-c", str(self.config)],
-                cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
-            )
-        self.wait_ready()
-        return self
+    def start(self, attempts: int = 3) -> ServeProcess:
+        for attempt in range(attempts):
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "radiusd", "serve", "-c", str(self.config)],
+                    cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+                )
+            if self.wait_ready(retry_busy_port=attempt + 1 < attempts):
+                return self
+            self.write_config()
+        raise AssertionError("unreachable")
+
 
     @property
     def log(self) -> str:
@@ -99,14 +108,18 @@ key_file = "{tmp / 'radiusd.key'}"
                 return False
         return bool(pkt.VerifyReply(pkt.CreateReply(packet=reply), reply, enforce_ma=True))
 
-    def wait_ready(self, limit: float = 10.0) -> None:
+    def wait_ready(self, limit: float = 10.0, retry_busy_port: bool = False) -> bool:
+        """Ready: it answers Status-Server and has logged "ready" (signal handlers are
+        installed by then). False when a port was taken meanwhile and a retry is allowed."""
         assert self.proc is not None
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if retry_busy_port and "Address already in use" in self.log:
+                    return False
                 pytest.fail(f"radiusd exited with {self.proc.returncode}:\n{self.log}")
-            if self.status_ok(self.auth4):
-                return
+            if self.status_ok(self.auth4) and "radiusd ready" in self.log:
+                return True
         self.kill()
         pytest.fail(f"radiusd did not answer Status-Server within {limit}s:\n{self.log}")
 

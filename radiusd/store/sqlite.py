@@ -1,5 +1,8 @@
 """SQLite store: WAL, versioned migrations, one writer with group commit.
 
+The writer is a plain sqlite3 connection on one dedicated thread, and a whole batch
+runs there in one hop (aiosqlite, which the readers use, hops once per statement).
+
 Group commit: writers hand in their statements and wait; one task takes everything
 queued, runs it in one transaction and wakes them all when it commits. While a
 commit is in the SQLite thread, new writes queue up for the next one, so under load
@@ -15,6 +18,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -38,10 +42,12 @@ def create_private(path: str) -> None:
     os.close(fd)
 
 
-def connect_sync(path: str, timeout: float = 10.0) -> sqlite3.Connection:
-    """A plain connection for the CLI and start-up: WAL, migrated, busy timeout."""
+def connect_sync(path: str, timeout: float = 10.0, same_thread: bool = True) -> sqlite3.Connection:
+    """A plain connection for the CLI, start-up and the writer thread: WAL, migrated,
+    busy timeout, autocommit (transactions are explicit)."""
     create_private(path)
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                           check_same_thread=same_thread)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -62,17 +68,19 @@ class Store:
         self.path = path
         self.batch_max = batch_max
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.writes = 0
 
     async def open(self) -> None:
-        connect_sync(self.path).close()  # create (0600) and migrate
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
-        await self._writer.execute("PRAGMA synchronous=FULL")
-        await self._writer.execute("PRAGMA foreign_keys=ON")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        loop = asyncio.get_running_loop()
+        # Created, migrated and used only on the writer thread.
+        self._writer = await loop.run_in_executor(
+            self._thread, lambda: connect_sync(self.path, timeout=30, same_thread=False))
         self._reader = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
         self._reader.row_factory = sqlite3.Row
         self._task = asyncio.create_task(self._run(), name="store-writer")
@@ -83,10 +91,17 @@ class Store:
             await self._queue.put(None)
             await self._task
             self._task = None
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                await conn.close()
+        while not self._queue.empty():  # arrived after the stop mark: refuse, never hang
+            item = self._queue.get_nowait()
+            if item is not None:
+                _settle(item, error=True)
+        if self._writer is not None and self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._writer.close)
+            self._thread.shutdown(wait=True)
+        if self._reader is not None:
+            await self._reader.close()
         self._writer = self._reader = None
+        self._thread = None
 
     async def write(self, ops: list[Op]) -> None:
         """Run ``ops`` in one transaction shared with other writers; return once durable."""
@@ -145,23 +160,23 @@ class Store:
             _settle(p)
 
     async def _transaction(self, ops: Iterable[Op]) -> None:
+        """One thread hop for the whole batch: BEGIN, every statement, COMMIT."""
+        assert self._thread is not None
+        batch = list(ops)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._apply, batch)
+        self.writes += len(batch)
+        self.commits += 1
+
+    def _apply(self, ops: list[Op]) -> None:
         conn = self._writer
         assert conn is not None
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            # Consecutive writes of the same statement go in one executemany: one
-            # thread hop for the run, not one per statement.
             for sql, run in groupby(ops, key=lambda op: op[0]):
-                params = [p for _, p in run]
-                self.writes += len(params)
-                if len(params) == 1:
-                    await conn.execute(sql, params[0])
-                else:
-                    await conn.executemany(sql, params)
-            await conn.execute("COMMIT")
-            self.commits += 1
+                conn.executemany(sql, [p for _, p in run])
+            conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
 
 
