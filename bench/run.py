@@ -267,18 +267,155 @@ def start_freeradius(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]
     return proc, ports, log
 
 
+# -- FreeRADIUS with rlm_sql + SQLite (issue 4) ---------------------------------------
+
+
+FREERADIUS_SQL_MODULES = """\
+	$INCLUDE ${{confdir}}/mods-enabled/always
+	$INCLUDE ${{confdir}}/mods-enabled/expr
+	pap {{
+		normalise = yes
+	}}
+	# mods-available/sql with the driver and file set; the stock pool and queries.
+	sql {{
+		dialect = "sqlite"
+		driver = "rlm_sql_sqlite"
+		sqlite {{
+			filename = "{db}"
+			busy_timeout = 200
+		}}
+		radius_db = "radius"
+		acct_table1 = "radacct"
+		acct_table2 = "radacct"
+		postauth_table = "radpostauth"
+		authcheck_table = "radcheck"
+		groupcheck_table = "radgroupcheck"
+		authreply_table = "radreply"
+		groupreply_table = "radgroupreply"
+		usergroup_table = "radusergroup"
+		delete_stale_sessions = yes
+		# The stock list plus "+": E.164 user names must not be escaped to "=2B...".
+		safe_characters = "+@abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_: /"
+		pool {{
+			start = ${{thread[pool].start_servers}}
+			min = ${{thread[pool].min_spare_servers}}
+			max = ${{thread[pool].max_servers}}
+			spare = ${{thread[pool].max_spare_servers}}
+			uses = 0
+			retry_delay = 30
+			lifetime = 0
+			idle_timeout = 60
+		}}
+		client_table = "nas"
+		group_attribute = "SQL-Group"
+		$INCLUDE ${{modconfdir}}/${{.:name}}/main/${{dialect}}/queries.conf
+	}}
+}}
+
+policy {{
+	$INCLUDE ${{confdir}}/policy.d/
+}}
+
+server default {{
+	listen {{
+		type = auth
+		ipaddr = 127.0.0.1
+		port = {auth}
+	}}
+	listen {{
+		type = acct
+		ipaddr = 127.0.0.1
+		port = {acct}
+	}}
+	authorize {{
+		sql
+		pap
+		Autz-Type Status-Server {{
+			ok
+		}}
+	}}
+	authenticate {{
+		Auth-Type PAP {{
+			pap
+		}}
+	}}
+	preacct {{
+		acct_unique
+	}}
+	accounting {{
+		sql
+	}}
+	post-auth {{
+	}}
+}}
+"""
+
+FR_SQL_USERS = 20000  # radcheck rows: `accept` uses the first K, `login` cycles all
+
+
+def freeradius_sql_conf(tmp: Path, raddb: Path, ports: dict[str, int], db: Path) -> str:
+    head = FREERADIUS_CONF.split("modules {{")[0].format(
+        tmp=tmp, raddb=raddb, secret=SECRET, **ports)
+    return head + "modules {\n" + FREERADIUS_SQL_MODULES.format(db=db, **ports)
+
+
+def fr_users(n: int) -> list[loadgen.User]:
+    import secrets
+
+    return [loadgen.User(loadgen.kz_number(5_000_000 + i), loadgen.device_mac(5_000_000 + i),
+                         f"{secrets.randbelow(10**6):06d}") for i in range(n)]
+
+
+def start_freeradius_sql(tmp: Path, users: list[loadgen.User]
+                         ) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+    import sqlite3
+
+    raddb = tmp / "raddb"
+    shutil.copytree(FREERADIUS_ETC, raddb, symlinks=False,
+                    ignore=shutil.ignore_patterns("certs"))
+    (raddb / "certs").mkdir()
+    for d in ("log", "radacct", "run"):
+        (tmp / d).mkdir()
+    db = tmp / "radius.db"
+    schema = FREERADIUS_ETC / "mods-config/sql/main/sqlite/schema.sql"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.executescript(schema.read_text())
+        con.executemany("INSERT INTO radcheck (username, attribute, op, value) "
+                        "VALUES (?, 'Cleartext-Password', ':=', ?)",
+                        [(u.number, u.code) for u in users])
+        con.commit()
+    ports = {"auth": free_udp_port(), "acct": free_udp_port()}
+    (raddb / "radiusd.conf").write_text(freeradius_sql_conf(tmp, raddb, ports, db))
+    log = tmp / "freeradius.log"
+    check = subprocess.run([FREERADIUS, "-C", "-d", str(raddb)], capture_output=True,
+                           text=True, check=False)
+    if check.returncode != 0:
+        sys.exit(f"freeradius -C rejected the rlm_sql config:\n{check.stdout}{check.stderr}")
+    proc = subprocess.Popen([FREERADIUS, "-f", "-d", str(raddb)], cwd=tmp,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    wait_ready(proc, ports["auth"], log, "freeradius (rlm_sql)")
+    return proc, ports, log
+
+
 # -- measuring -------------------------------------------------------------------------
 
 
-def run_loadgen(mode: str, port: int, inflight: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_loadgen(mode: str, ports: dict[str, int], inflight: int, args: argparse.Namespace,
+                extra: list[str] | None = None, timeout: float = 0) -> dict[str, Any]:
+    port = ports["acct" if mode == "acct" else "auth"]
     cmd = [sys.executable, str(HERE / "loadgen.py"), "--target", f"127.0.0.1:{port}",
+           "--acct-target", f"127.0.0.1:{ports['acct']}",
            "--secret", SECRET, "--mode", mode, "--inflight", str(inflight),
            "--duration", str(args.duration), "--warmup", str(args.warmup),
-           "--user", USER, "--password", PASSWORD]
+           "--user", USER, "--password", PASSWORD, *(extra or [])]
     if args.no_uvloop:
         cmd.append("--no-uvloop")
     load_before = os.getloadavg()[0]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                             timeout=timeout or args.duration + args.warmup + 60)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"loadgen did not finish in time: {' '.join(cmd)}")
     if out.stderr:
         print("   ", out.stderr.strip().splitlines()[-1], file=sys.stderr)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
@@ -289,6 +426,23 @@ def run_loadgen(mode: str, port: int, inflight: int, args: argparse.Namespace) -
     result["loadavg_1m_before"] = round(load_before, 2)
     result["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     return result
+
+
+def write_users(path: Path, users: list[loadgen.User]) -> Path:
+    path.write_text("".join(json.dumps({"number": u.number, "mac": u.mac, "code": u.code})
+                            + "\n" for u in users))
+    return path
+
+
+def wait_quiet(limit: float = 180.0, threshold: float | None = None) -> None:
+    """Wait (at most `limit` s) for the 1-minute load average to drop below about one
+    busy core: other sessions' test suites on this machine skew every figure."""
+    threshold = threshold if threshold is not None else max(1.0, (os.cpu_count() or 2) / 2)
+    deadline = time.monotonic() + limit
+    while os.getloadavg()[0] > threshold and time.monotonic() < deadline:
+        print(f"  load average {os.getloadavg()[0]:.2f} > {threshold:.1f}: waiting",
+              file=sys.stderr)
+        time.sleep(10)
 
 
 def median(results: list[dict[str, Any]], key: str) -> float | None:
@@ -324,57 +478,128 @@ def machine() -> dict[str, str]:
             "kernel": platform.release()}
 
 
+ISSUE4_MODES = ("login", "accept")
+ALL_MODES = ("status", "access", "acct", *ISSUE4_MODES)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--runs", type=int, default=3, help="runs per cell; the table shows medians")
-    p.add_argument("--inflight", default="1,16,64,256")
+    p.add_argument("--inflight", default="1,16,64,256", help="status, access, acct")
+    p.add_argument("--login-inflight", default="1,16,64")
+    p.add_argument("--accept-inflight", default="1,16,64,256")
+    p.add_argument("--accept-users", type=int, default=1000,
+                   help="K users provisioned (radiusd) / in radcheck (FreeRADIUS) for accept")
+    p.add_argument("--no-half-peak", action="store_true",
+                   help="skip the open-loop accept runs at 50%% of radiusd's peak")
     p.add_argument("--modes", default="status,access,acct")
     p.add_argument("--no-freeradius", action="store_true")
+    p.add_argument("--no-wait", action="store_true",
+                   help="do not wait (up to 3 min) for a quiet machine first")
     p.add_argument("--no-uvloop", action="store_true",
                    help="loadgen on the stock asyncio loop (the server still uses uvloop)")
     p.add_argument("--out", type=Path, help="append every run's JSON result here")
     global ARGS
     ARGS = args = p.parse_args()
-    levels = [int(x) for x in args.inflight.split(",")]
     modes = args.modes.split(",")
     for m in modes:
-        if m not in ("status", "access", "acct"):
+        if m not in ALL_MODES:
             p.error(f"unknown mode {m!r}")
+    levels_for = {m: [int(x) for x in args.inflight.split(",")] for m in modes}
+    if "login" in modes:
+        levels_for["login"] = [int(x) for x in args.login_inflight.split(",")]
+    if "accept" in modes:
+        levels_for["accept"] = [int(x) for x in args.accept_inflight.split(",")]
 
     info = machine()
-    use_fr = not args.no_freeradius and os.access(FREERADIUS, os.X_OK)
-    if use_fr:
+    have_fr = not args.no_freeradius and os.access(FREERADIUS, os.X_OK)
+    if have_fr:
         info["freeradius"] = freeradius_version()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
+    if not args.no_wait:
+        wait_quiet()
+    info["uptime_start"] = subprocess.run(["uptime"], capture_output=True, text=True,
+                                          check=False).stdout.strip()
+    print(f"start: {info['uptime_start']}", file=sys.stderr)
 
     servers: dict[str, tuple[subprocess.Popen[bytes], dict[str, int], Path]] = {}
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    half: dict[str, list[dict[str, Any]]] = {}
     out = args.out.open("a") if args.out else None
     status = 0
+    number_base = 0
+
+    def record(r: dict[str, Any], name: str, run: int) -> dict[str, Any]:
+        r["server"] = name
+        r["run"] = run
+        if out:
+            out.write(json.dumps(r) + "\n")
+            out.flush()
+        return r
+
     with tempfile.TemporaryDirectory(prefix="radiusd-bench-") as tmpdir:
         tmp = Path(tmpdir)
         (tmp / "radiusd").mkdir()
+        outbox = tmp / "radiusd" / "outbox.jsonl"
+        fr_pool = fr_users(FR_SQL_USERS)
+        fr_login_users = write_users(tmp / "fr-login-users.jsonl", fr_pool)
+        fr_accept_users = write_users(tmp / "fr-accept-users.jsonl",
+                                      fr_pool[:args.accept_users])
+        rd_accept_users = tmp / "radiusd-accept-users.jsonl"
         try:
             servers["radiusd"] = start_radiusd(tmp / "radiusd")
-            if use_fr:
+            if have_fr and any(m in ("status", "access", "acct") for m in modes):
                 (tmp / "freeradius").mkdir()
                 servers["freeradius"] = start_freeradius(tmp / "freeradius")
+            if have_fr and any(m in ISSUE4_MODES for m in modes):
+                (tmp / "freeradius-sql").mkdir()
+                servers["freeradius-sql"] = start_freeradius_sql(tmp / "freeradius-sql",
+                                                                 fr_pool)
             for mode in modes:
-                for level in levels:
+                names = ["radiusd"] + [n for n in servers if n != "radiusd" and
+                                       (n == "freeradius-sql") == (mode in ISSUE4_MODES)]
+                if mode == "accept":
+                    # Log K users in once each (Get password, SMS, login, Start; no Stop):
+                    # their passwords are live and bound to their device.
+                    print(f"[radiusd provision {args.accept_users} users]", file=sys.stderr)
+                    r = run_loadgen("provision", servers["radiusd"][1], 16, args, [
+                        "--sms-outbox", str(outbox), "--count", str(args.accept_users),
+                        "--users-out", str(rd_accept_users), "--number-base",
+                        str(9_000_000), "--warmup", "0", "--duration", "300"],
+                        timeout=400)
+                    record(r, "radiusd", 0)
+                for level in levels_for[mode]:
                     for run in range(args.runs):
-                        for name, (_, ports, _) in servers.items():
-                            port = ports["acct" if mode == "acct" else "auth"]
+                        for name in names:
+                            ports = servers[name][1]
+                            extra: list[str] = []
+                            if mode == "login" and name == "radiusd":
+                                extra = ["--sms-outbox", str(outbox),
+                                         "--number-base", str(number_base)]
+                                number_base += 200_000
+                            elif mode == "login":
+                                extra = ["--users", str(fr_login_users)]
+                            elif mode == "accept":
+                                extra = ["--users", str(rd_accept_users if name == "radiusd"
+                                                        else fr_accept_users)]
                             print(f"[{name} {mode} inflight={level} run {run + 1}]",
                                   file=sys.stderr)
-                            r = run_loadgen(mode, port, level, args)
-                            r["server"] = name
-                            r["run"] = run + 1
-                            results.setdefault((name, mode, level), []).append(r)
-                            if out:
-                                out.write(json.dumps(r) + "\n")
-                                out.flush()
+                            r = run_loadgen(mode, ports, level, args, extra)
+                            results.setdefault((name, mode, level), []).append(
+                                record(r, name, run + 1))
+                if mode == "accept" and not args.no_half_peak:
+                    half = half_peak_runs(servers, results, levels_for["accept"], args,
+                                          rd_accept_users, fr_accept_users, record)
+            if "freeradius-sql" in servers:
+                db = tmp / "freeradius-sql" / "radius.db"
+                import sqlite3
+
+                with contextlib.closing(sqlite3.connect(db)) as con:
+                    info["radacct"] = "{} rows, {} with a stop time".format(*con.execute(
+                        "SELECT COUNT(*), COUNT(acctstoptime) FROM radacct").fetchone())
+                print(f"FreeRADIUS radacct: {info['radacct']}", file=sys.stderr)
         finally:
             for name, (proc, _, log) in servers.items():
                 rc = stop(proc, name)
@@ -384,18 +609,124 @@ def main() -> int:
                     status = 1
             if out:
                 out.close()
+    info["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True,
+                                        check=False).stdout.strip()
+    print(f"end: {info['uptime_end']}", file=sys.stderr)
 
-    print_table(results, modes, levels, use_fr, args, info)
+    old = [m for m in modes if m not in ISSUE4_MODES]
+    if old:
+        print_table(results, old, levels_for[old[0]], "freeradius" in servers, args, info)
+    if "login" in modes:
+        print_login_table(results, levels_for["login"], "freeradius-sql" in servers, args)
+    if "accept" in modes:
+        print_accept_table(results, levels_for["accept"], "freeradius-sql" in servers, half)
+    print(f"\nstart: {info['uptime_start']}\nend:   {info['uptime_end']}")
+    if "radacct" in info:
+        print(f"FreeRADIUS radacct after the run: {info['radacct']}")
     return status
+
+
+def half_peak_runs(servers: dict[str, tuple[subprocess.Popen[bytes], dict[str, int], Path]],
+                   results: dict[tuple[str, str, int], list[dict[str, Any]]],
+                   levels: list[int], args: argparse.Namespace, rd_users: Path,
+                   fr_users_file: Path, record: Any) -> dict[str, list[dict[str, Any]]]:
+    """Open loop at 50% of radiusd's peak accept rate (the median at its best in-flight
+    level): radiusd and FreeRADIUS at that rate, and FreeRADIUS at 50% of its own peak."""
+    def peak(name: str) -> float:
+        return max((median(results.get((name, "accept", lv), []), "rps") or 0.0)
+                   for lv in levels)
+
+    plan = [("radiusd", peak("radiusd") / 2, rd_users, "50% of radiusd's peak")]
+    if "freeradius-sql" in servers:
+        plan += [("freeradius-sql", peak("radiusd") / 2, fr_users_file,
+                  "50% of radiusd's peak"),
+                 ("freeradius-sql", peak("freeradius-sql") / 2, fr_users_file,
+                  "50% of FreeRADIUS's peak")]
+    half: dict[str, list[dict[str, Any]]] = {}
+    for run in range(args.runs):
+        for name, rate, users, what in plan:
+            if rate <= 0:
+                continue
+            print(f"[{name} accept --rate {rate:.0f} ({what}) run {run + 1}]",
+                  file=sys.stderr)
+            r = run_loadgen("accept", servers[name][1], 256, args,
+                            ["--users", str(users), "--rate", f"{rate:.0f}"])
+            r["what"] = what
+            half.setdefault(f"{name}|{what}|{rate:.0f}", []).append(record(r, name, run + 1))
+    return half
+
+
+def steps_cell(rs: list[dict[str, Any]], step: str) -> str:
+    p50 = median([r["steps"][step] for r in rs if step in r.get("steps", {})], "p50_ms")
+    p99 = median([r["steps"][step] for r in rs if step in r.get("steps", {})], "p99_ms")
+    return f"{fmt(p50)} / {fmt(p99)}" if p50 is not None else "–"
+
+
+def print_login_table(results: dict[tuple[str, str, int], list[dict[str, Any]]],
+                      levels: list[int], use_fr: bool, args: argparse.Namespace) -> None:
+    print(f"\n#### login: medians of {args.runs} runs x {args.duration:g} s\n")
+    head = "| in flight | radiusd logins/s | login p50 ms | p99 ms | timeouts | failures |"
+    sep = "|---:|---:|---:|---:|---:|---:|"
+    if use_fr:
+        head += (" FreeRADIUS+SQL logins/s (3 steps) | login p50 ms | p99 ms | timeouts |"
+                 " radiusd / FreeRADIUS |")
+        sep += "---:|---:|---:|---:|---:|"
+    print(head)
+    print(sep)
+    for level in levels:
+        ours = results.get(("radiusd", "login", level), [])
+        fails = sum(sum(r["failures"].values()) + r["sms_timeouts"] for r in ours)
+        row = (f"| {level} | {fmt(median(ours, 'logins_per_s'), 0)} | "
+               f"{fmt(median(ours, 'login_p50_ms'))} | {fmt(median(ours, 'login_p99_ms'))} | "
+               f"{sum(r['timeouts'] for r in ours)} | {fails} |")
+        if use_fr:
+            fr = results.get(("freeradius-sql", "login", level), [])
+            a, b = median(ours, "logins_per_s"), median(fr, "logins_per_s")
+            row += (f" {fmt(b, 0)} | {fmt(median(fr, 'login_p50_ms'))} | "
+                    f"{fmt(median(fr, 'login_p99_ms'))} | {sum(r['timeouts'] for r in fr)} | "
+                    f"{a / b:.2f}x |" if a and b else " – | – | – | – | – |")
+        print(row)
+    print("\nPer step, p50 / p99 ms (medians of the runs' percentiles):\n")
+    print("| server | in flight | get_password | sms (Reject -> code in outbox) | login "
+          "| start | stop |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in ("radiusd", "freeradius-sql") if use_fr else ("radiusd",):
+        for level in levels:
+            rs = results.get((name, "login", level), [])
+            print(f"| {name} | {level} | " + " | ".join(
+                steps_cell(rs, st) for st in ("get_password", "sms", "login", "start", "stop"))
+                + " |")
+
+
+def print_accept_table(results: dict[tuple[str, str, int], list[dict[str, Any]]],
+                       levels: list[int], use_fr: bool,
+                       half: dict[str, list[dict[str, Any]]]) -> None:
+    print("\n#### accept (closed loop)\n")
+    print_table(results, ["accept"], levels, use_fr, ARGS, None, fr_name="freeradius-sql")
+    if half:
+        print("\n#### accept, open loop (--rate)\n")
+        print("| server | rate req/s | what | answered req/s | p50 ms | p99 ms | max ms |"
+              " timeouts | late sends |")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+        for key, rs in half.items():
+            name, what, rate = key.split("|")
+            print(f"| {name} | {int(rate):,} | {what} | {fmt(median(rs, 'rps'), 0)} | "
+                  f"{fmt(median(rs, 'p50_ms'))} | {fmt(median(rs, 'p99_ms'))} | "
+                  f"{fmt(median(rs, 'max_ms'))} | {sum(r['timeouts'] for r in rs)} | "
+                  f"{sum(r.get('backlogged') or 0 for r in rs)} |")
+        print("\np99 of each run: " + "; ".join(
+            f"{k.split('|')[0]} @ {k.split('|')[2]}/s: "
+            + ", ".join(str(r["p99_ms"]) for r in rs) for k, rs in half.items()))
 
 
 def print_table(results: dict[tuple[str, str, int], list[dict[str, Any]]], modes: list[str],
                 levels: list[int], use_fr: bool, args: argparse.Namespace,
-                info: dict[str, str]) -> None:
-    print(f"\nMedians of {args.runs} runs x {args.duration:g} s (after {args.warmup:g} s "
-          f"warm-up); {info['nproc']} CPUs ({info['cpu']}) shared by load generator and "
-          f"server(s); Python {info['python']}, uvloop {info['uvloop']}"
-          + (f", FreeRADIUS {info['freeradius']}" if use_fr else "") + ".\n")
+                info: dict[str, str] | None, fr_name: str = "freeradius") -> None:
+    if info is not None:
+        print(f"\nMedians of {args.runs} runs x {args.duration:g} s (after {args.warmup:g} s "
+              f"warm-up); {info['nproc']} CPUs ({info['cpu']}) shared by load generator and "
+              f"server(s); Python {info['python']}, uvloop {info['uvloop']}"
+              + (f", FreeRADIUS {info['freeradius']}" if use_fr else "") + ".\n")
     head = "| mode | in flight | radiusd req/s | p50 ms | p99 ms | timeouts |"
     sep = "|---|---:|---:|---:|---:|---:|"
     if use_fr:
@@ -410,7 +741,7 @@ def print_table(results: dict[tuple[str, str, int], list[dict[str, Any]]], modes
                    f"{fmt(median(ours, 'p50_ms'))} | {fmt(median(ours, 'p99_ms'))} | "
                    f"{sum(r['timeouts'] for r in ours)} |")
             if use_fr:
-                fr = results.get(("freeradius", mode, level), [])
+                fr = results.get((fr_name, mode, level), [])
                 a, b = median(ours, "rps"), median(fr, "rps")
                 ratio = f"{a / b:.2f}x" if a and b else "–"
                 row += (f" {fmt(b, 0)} | {fmt(median(fr, 'p50_ms'))} | "
@@ -420,7 +751,7 @@ def print_table(results: dict[tuple[str, str, int], list[dict[str, Any]]], modes
     replies: dict[str, dict[str, int]] = {}
     for (name, mode, _), rs in results.items():
         for r in rs:
-            for code, n in r["replies"].items():
+            for code, n in r.get("replies", {}).items():
                 d = replies.setdefault(f"{name} {mode}", {})
                 d[code] = d.get(code, 0) + n
     loads = [r["loadavg_1m_after"] for rs in results.values() for r in rs]

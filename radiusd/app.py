@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -190,6 +191,11 @@ class Server:
 
 async def serve(config: Config) -> int:
     """Run until SIGTERM or SIGINT; return the exit status."""
+    # Handlers first: a signal that arrives while starting is a stop once started.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     server = Server(config)
     try:
         await server.start()
@@ -197,11 +203,7 @@ async def serve(config: Config) -> int:
         log.error("%s", e)
         await server.store.close()
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("radiusd ready (pid %d)", __import__("os").getpid())
+    log.info("radiusd ready (pid %d)", os.getpid())
     await stop.wait()
     t0 = time.monotonic()
     log.info("shutting down: finishing %d request(s) in flight", len(server.in_flight))
