@@ -3,17 +3,25 @@
 
     .venv/bin/python bench/run.py                   # defaults: 3 runs x 5 s per cell
     .venv/bin/python bench/run.py --duration 10 --runs 3 --inflight 1,16,64,256
+    .venv/bin/python bench/run.py --modes login,accept --out results.jsonl   # issue 4
 
-1. Starts `radiusd serve` with a temporary config (loopback, free ports, temporary
-   database, SMS to a file) and waits until it answers Status-Server.
-2. If /usr/sbin/freeradius exists, copies /etc/freeradius/3.0 to a temporary raddb,
-   replaces its radiusd.conf with a minimal one (loopback ports, client 127.0.0.1 /
-   testing123, status_server = yes, a `users` entry so PAP accepts, `detail` for
-   accounting, reject_delay = 0) and runs `freeradius -f -d <copy>`; /etc is untouched.
-3. For every mode (status, access, acct) and in-flight level, runs bench/loadgen.py
-   --runs times against each server, alternating servers run by run, and prints a
-   markdown table of the medians. Raw results go to --out as JSON lines.
-4. Stops both servers with SIGTERM and checks that radiusd exits 0.
+1. Waits (at most 3 min) for the 1-minute load average to fall to about one core,
+   then starts `radiusd serve` with a temporary config (loopback, free ports,
+   temporary database, SMS to a file, every OTP abuse limit out of the way) and waits
+   until it answers Status-Server.
+2. If /usr/sbin/freeradius exists, copies /etc/freeradius/3.0 to a temporary raddb and
+   replaces its radiusd.conf; /etc is untouched. For status/access/acct: a minimal one
+   (loopback ports, client 127.0.0.1 / testing123, status_server = yes, a `users` entry
+   so PAP accepts, `detail` for accounting, reject_delay = 0). For login/accept: rlm_sql
+   with rlm_sql_sqlite (the stock sql module and sqlite queries, a temporary database
+   made from the stock schema.sql, users in radcheck as Cleartext-Password, acct_unique
+   + sql accounting into radacct).
+3. For every mode and in-flight level, runs bench/loadgen.py --runs times against each
+   server, alternating servers run by run, and prints markdown tables of the medians.
+   `accept` first provisions --accept-users users on radiusd (one login each, no Stop)
+   and afterwards runs open loop (--rate) at 50% of radiusd's peak accept rate.
+   Raw results go to --out as JSON lines.
+4. Stops the servers with SIGTERM and checks that radiusd exits 0.
 
 Client and servers share the machine's cores: the figures are for that setup.
 """

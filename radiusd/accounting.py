@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from radiusd.device import normalise_mac
+from radiusd.device import request_device
 from radiusd.radius.message import Drop, Outcome, Reply, Request
 from radiusd.radius.wire import Code
 from radiusd.store.sqlite import Op, Store
@@ -59,6 +60,9 @@ class SessionHook(Protocol):
 
     def nas_restarted(self, nas: str, nas_address: str, now: float, reason: str) -> list[Op]: ...
 
+    def end_session(self, class_token: str | None, login: str | None, device: str | None,
+                    at: float, reason: str) -> list[Op]: ...
+
 
 class NoHook:
     def session_started(self, record: AcctRecord, now: float) -> list[Op]:
@@ -68,6 +72,10 @@ class NoHook:
         return []
 
     def nas_restarted(self, nas: str, nas_address: str, now: float, reason: str) -> list[Op]:
+        return []
+
+    def end_session(self, class_token: str | None, login: str | None, device: str | None,
+                    at: float, reason: str) -> list[Op]:
         return []
 
 
@@ -80,11 +88,14 @@ def unique_session_id(nas: str, nas_address: str, acct_session_id: str, login: s
     return hashlib.md5(material.encode()).hexdigest()
 
 
+MAX_COUNTER = (1 << 63) - 1  # SQLite INTEGER
+
+
 def _counter(request: Request, low: str, high: str | None = None) -> int:
     value = request.get(low) or 0
     if high is not None:
         value += (request.get(high) or 0) << 32  # RFC 2869 §5.1-5.2 Gigawords
-    return int(value)
+    return min(int(value), MAX_COUNTER)
 
 
 _UPSERT = """
@@ -115,6 +126,11 @@ UPDATE sessions SET unique_id = unique_id || '/' || id
 WHERE unique_id = ? AND stopped_at IS NOT NULL
 """
 
+_LOST_STOP = """
+UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Lost-Stop'
+WHERE unique_id = ? AND stopped_at IS NULL
+"""
+
 _CLOSE_NAS = """
 UPDATE sessions SET stopped_at = ?, updated_at = ?, terminate_cause = ?
 WHERE nas = ? AND nas_address = ? AND stopped_at IS NULL
@@ -122,20 +138,26 @@ WHERE nas = ? AND nas_address = ? AND stopped_at IS NULL
 
 
 class AccountingPolicy:
-    def __init__(self, store: Store, hook: SessionHook | None = None) -> None:
+    def __init__(self, store: Store, hook: SessionHook | None = None,
+                 normalise_login: Callable[[str], str] = lambda name: name) -> None:
         self.store = store
         self.hook: SessionHook = hook or NoHook()
+        self.normalise_login = normalise_login
 
     def preacct(self, request: Request, now: float) -> AcctRecord | Drop:
         status = request.get("Acct-Status-Type")
-        if status not in STATUS_NAMES:
-            return Drop("acct_status_type_unknown")
+        if status is None:
+            return Drop("acct_status_type_missing")  # RFC 2866 §5.1: MUST be present
+        # Other types (Tunnel-*, Failed...) are acknowledged and not stored, as
+        # FreeRADIUS does, so the NAS stops retransmitting them.
         nas_address = str(request.get("NAS-IP-Address") or request.get("NAS-IPv6-Address")
                           or request.nas_address)
         acct_session_id = request.get("Acct-Session-Id") or ""
         if status in (START, STOP, INTERIM) and not acct_session_id:
             return Drop("acct_session_id_missing")  # RFC 2866 §5.5: MUST be present
-        login = request.get("User-Name")
+        raw_login = request.get("User-Name")
+        # Stored and matched as the login was at Access-Request: "8 701 ..." -> E.164.
+        login = self.normalise_login(raw_login) if raw_login else None
         delay = request.get("Acct-Delay-Time") or 0
         framed = request.get("Framed-IP-Address")
         cause_num = request.get("Acct-Terminate-Cause")
@@ -154,7 +176,7 @@ class AccountingPolicy:
             nas_address=nas_address,
             acct_session_id=acct_session_id,
             login=login,
-            device=normalise_mac(request.get("Calling-Station-Id")),
+            device=request_device(request),
             framed_ip=str(framed) if framed else None,
             event_time=now - min(int(delay), 86400),
             session_time=int(request.get("Acct-Session-Time") or 0),
@@ -174,6 +196,8 @@ class AccountingPolicy:
                 (_CLOSE_NAS, (r.event_time, now, "NAS-Reboot", r.nas, r.nas_address)),
                 *self.hook.nas_restarted(r.nas, r.nas_address, now, reason),
             ]
+        if r.status not in (START, STOP, INTERIM):
+            return []  # acknowledged, not a session
         started = r.event_time - r.session_time if r.status != START else r.event_time
         stopped = r.event_time if r.status == STOP else None
         row = (
@@ -194,5 +218,21 @@ class AccountingPolicy:
 
     async def accounting(self, request: Request, record: object, now: float) -> Outcome:
         assert isinstance(record, AcctRecord)
-        await self.store.write(self.operations(record, now))
+        ops = self.operations(record, now)
+        if record.status == START:
+            ops = await self._lost_stop(record, now) + ops
+        await self.store.write(ops)
         return Reply(Code.ACCOUNTING_RESPONSE)
+
+    async def _lost_stop(self, r: AcctRecord, now: float) -> list[Op]:
+        """A Start for a session id that is still open under another login's Class:
+        the NAS reused the id (MikroTik after a reboot) and the Stop was lost. Close
+        the old session and end its password (Rules §8); the new one starts clean."""
+        old = await self.store.fetchone(
+            "SELECT class_token, login, device FROM sessions "
+            "WHERE unique_id = ? AND stopped_at IS NULL", (r.unique_id,))
+        if old is None or old["class_token"] == r.class_token:
+            return []  # a repeated Start of the same session
+        return [(_LOST_STOP, (r.unique_id,)),
+                *self.hook.end_session(old["class_token"], old["login"], old["device"],
+                                       now, "lost_stop")]

@@ -15,6 +15,7 @@ import signal
 import time
 from typing import Any
 
+from radiusd import phone
 from radiusd.accounting import AccountingPolicy
 from radiusd.auth import OtpAuth
 from radiusd.clock import Clock, SystemClock
@@ -65,7 +66,7 @@ class Server:
         await self._load_book()
         self.sms = await self._start_sms()
         self.auth = OtpAuth(cfg, self.book, self.store, self.sms_wake)
-        self.accounting = AccountingPolicy(self.store, self.book)
+        self.accounting = AccountingPolicy(self.store, self.book, self._login_of)
         self.dispatcher = Dispatcher(self.auth, self.accounting, self.clock)
         self.reaper = Reaper(cfg, self.book, self.store, self.clock)
         self.background.append(asyncio.create_task(self.reaper.run(), name="reaper"))
@@ -84,6 +85,14 @@ class Server:
         from radiusd.http import start_http
 
         self.http = await start_http(self)  # None when [http] listen is empty
+
+    def _login_of(self, name: str) -> str:
+        """Accounting's User-Name as the login it was at Access-Request (E.164)."""
+        otp = self.config.otp
+        try:
+            return phone.normalise(name, otp.default_region, otp.allowed_regions)
+        except phone.NumberRefused:
+            return name  # a voucher login, or whatever the NAS sends
 
     async def _load_book(self) -> None:
         now = self.clock.now()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from radiusd import messages, phone
 from radiusd.config import Config
-from radiusd.device import looks_like_mac, normalise_mac
+from radiusd.device import looks_like_mac, normalise_mac, request_device
 from radiusd.otp import Checked, Issued, Password, PasswordBook, Refused
 from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
@@ -35,6 +35,7 @@ class LoginContext:
     login: str
     device: str | None
     matches: Callable[[str], bool]
+    countable: bool = True
     checked: Checked | None = None
 
 
@@ -84,7 +85,16 @@ class OtpAuth:
             # No password at all: what radclient and some portals send for an empty
             # one. It can only mean "Get password".
             matches = _pap_matcher(b"")
-        device = normalise_mac(request.get("Calling-Station-Id"))
+        # Does the sender know the shared secret? A valid Message-Authenticator says
+        # so; so does a PAP value that decrypts to all zeros (its ciphertext is
+        # MD5(secret + Request Authenticator)). CHAP and "no password" prove nothing,
+        # so unsigned they could come from anyone who can spoof the NAS's address.
+        proven = (request.packet.has_message_authenticator
+                  or request.client.trusted_unsigned or clear == b"")
+        # A wrong PAP code counts against the password when it is proven, or when it
+        # decrypts to something a person could type (a wrong secret gives noise).
+        countable = proven or (clear is not None and clear.isascii() and clear.isalnum())
+        device = request_device(request)
         # A 12-digit User-Name may be a phone number typed without "+": it is a MAC
         # login only when written as a MAC or equal to the device's own address.
         if looks_like_mac(name) and (not name.isdigit() or normalise_mac(name) == device):
@@ -100,11 +110,20 @@ class OtpAuth:
             login = voucher.login
         else:
             voucher = None
+        state = request.raw("State")
+        # The answer to our Access-Challenge (RFC 2865 §5.24) must carry a State we
+        # sent, for this login; it is good once.
+        if state is not None and state.startswith(STATE_PREFIX) \
+                and self._challenges.pop(state, None) != login:
+            return self._reject("password_expired")
         if matches(""):
             if voucher is not None:
                 return self._reject("enter_code")
+            if not proven:
+                # Rules §6 costs money: never on the word of an unauthenticated packet.
+                return self._reject("unsigned_request")
             return await self.get_password(request, login, device, now)
-        return LoginContext(login, device, matches)
+        return LoginContext(login, device, matches, countable)
 
     async def request_password(self, text: str, *, device: str | None, nas: str | None,
                                now: float, language: str | None = None) -> Issued | Refused:
@@ -173,7 +192,8 @@ class OtpAuth:
 
     async def authenticate(self, request: Request, context: object, now: float) -> bool:
         assert isinstance(context, LoginContext)
-        context.checked = self.book.check(context.login, context.matches, context.device, now)
+        context.checked = self.book.check(context.login, context.matches, context.device, now,
+                                          count=context.countable)
         return context.checked.password is not None
 
     async def post_auth(self, request: Request, context: object, ok: bool,
@@ -195,6 +215,9 @@ class OtpAuth:
                                    nas_address=nas_address, now=now)
         if ops:
             await self.store.write(ops)
+            if pw.state != "active":
+                # A Stop (or the reaper) ended it while this write waited: Rules §8.
+                return self._reject("password_expired")
         return self._accept(pw, now)
 
     def _accept(self, pw: Password, now: float) -> Reply:

@@ -113,8 +113,7 @@ def session_rows(conn: sqlite3.Connection, region: str, since: float | None,
         r["phone"] = numbers[login]
         if phone is not None and r["phone"] != phone:
             continue
-        mac = r["device"]
-        r["device"] = "-".join(mac[i:i + 2] for i in range(0, 12, 2)).upper() if mac else None
+        r["device"] = _device_text(r["device"])
         r["started_at"] = iso(r["started_at"])
         r["stopped_at"] = iso(r["stopped_at"])
         out.append(r)
@@ -131,3 +130,13 @@ def e164(text: str, region: str) -> str | None:
         if phonenumbers.is_valid_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
+
+
+def _device_text(device: str | None) -> str | None:
+    """12 hex digits as AA-BB-CC-DD-EE-FF (RFC 3580 §3.21); other identities (a
+    Calling-Station-Id that is not a MAC, or NAS and port) as they are."""
+    if not device:
+        return None
+    if len(device) == 12 and all(c in "0123456789abcdef" for c in device):
+        return "-".join(device[i:i + 2] for i in range(0, 12, 2)).upper()
+    return device.split(":", 1)[1] if device.startswith(("id:", "nas:")) else device

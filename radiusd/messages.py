@@ -87,15 +87,16 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Слишком много неверных попыток. Запросите новый пароль",
         "en": "Too many wrong tries. Ask for a new password",
     },
-    "other_device": {
-        "kk": "Бұл құпиясөз басқа құрылғыда қолданылуда",
-        "ru": "Этот пароль уже используется на другом устройстве",
-        "en": "This password is in use on another device",
-    },
     "sms_failed": {
         "kk": "SMS жеткізілмеді. Қайта көріңіз",
         "ru": "Не удалось доставить SMS. Попробуйте ещё раз",
         "en": "The SMS could not be delivered. Please try again",
+    },
+    "unsigned_request": {
+        "kk": "Бұл кіру нүктесінің контроллері сұрауларға қол қоймайды (Message-Authenticator)",
+        "ru": "Контроллер этой точки доступа не подписывает запросы (Message-Authenticator)",
+        "en": "This access point's controller does not sign its requests "
+              "(Message-Authenticator)",
     },
     "unsupported_method": {
         "kk": "Бұл кіру әдісіне қолдау көрсетілмейді (PAP немесе CHAP керек)",

@@ -43,6 +43,10 @@ INSERT INTO sms_outbox (id, password_id, recipient, body, created_at, state, att
     next_attempt_at)
 VALUES (?, ?, ?, ?, ?, 'queued', 0, ?)
 """
+_EXPIRE_BY_CLASS = """
+UPDATE passwords SET state = 'expired', expired_at = ?, expire_reason = ?
+WHERE class_token = ? AND state != 'expired'
+"""
 LIVE_COLUMNS = (
     "id, login, kind, state, secret, language, issued_at, unclaimed_until, claimed_at, "
     "device, nas, nas_address, class_token, attempts, request_device, request_nas, journal_id"
@@ -149,19 +153,18 @@ class RateLimits:
         if last is not None and now - last < cfg.resend_after_seconds:
             wait = cfg.resend_after_seconds - (now - last)
             return Refused("resend_wait", wait, {"seconds": max(1, round(wait))})
+        # .get, not _w: a refused request must not allocate (spoofed floods).
         for table, span, cap in ((self.number_hour, HOUR, cfg.per_number_hourly),
                                  (self.number_day, DAY, cfg.per_number_daily)):
-            w = self._w(table, login, span)
-            if w.count(now) >= cap:
+            w = table.get(login)
+            if w is not None and w.count(now) >= cap:
                 return Refused("number_limit", w.oldest() + span - now)
-        if device:
-            w = self._w(self.device_hour, device, HOUR)
-            if w.count(now) >= cfg.per_device_hourly:
-                return Refused("device_limit", w.oldest() + HOUR - now)
-        if nas:
-            w = self._w(self.nas_minute, nas, MINUTE)
-            if w.count(now) >= cfg.per_nas_minute:
-                return Refused("busy", w.oldest() + MINUTE - now)
+        w = self.device_hour.get(device) if device else None
+        if w is not None and w.count(now) >= cfg.per_device_hourly:
+            return Refused("device_limit", w.oldest() + HOUR - now)
+        w = self.nas_minute.get(nas) if nas else None
+        if w is not None and w.count(now) >= cfg.per_nas_minute:
+            return Refused("busy", w.oldest() + MINUTE - now)
         if self.global_minute.count(now) >= cfg.global_per_minute:
             return Refused("busy", self.global_minute.oldest() + MINUTE - now)
         return None
@@ -288,24 +291,29 @@ class PasswordBook:
 
     # -- Rules §7: login ----------------------------------------------------------------
 
-    def check(self, login: str, matches: Matcher, device: str | None, now: float) -> Checked:
+    def check(self, login: str, matches: Matcher, device: str | None, now: float, *,
+              count: bool = True) -> Checked:
+        """Does this code open this login on this device? ``count``: a wrong code
+        counts toward `max_attempts` only from a request that proved it knows the
+        shared secret, so a spoofer cannot burn somebody's password."""
         ops: list[Op] = []
-        in_use_here = False
+        live = False
         for pw in list(self.active.get(login, ())):
             if now >= pw.issued_at + self.cfg.max_lifetime_seconds:
                 ops += self.expire(pw, now, "max_lifetime")
-            elif matches(pw.code):
-                if pw.device is not None and device != pw.device:
-                    return Checked(None, "other_device", ops)
-                # Rules §8: still connected: re-authentication (pfSense, Session-Timeout).
+                continue
+            live = True
+            # Rules §7-§8: a bound password opens only its own device. From another
+            # device the code is not even compared, so the answer tells a guesser
+            # nothing and there is nothing to brute-force.
+            if pw.device == device and matches(pw.code):
+                # Still connected: re-authentication (pfSense, Session-Timeout).
                 return Checked(pw, "", ops)
-            elif pw.device is None or pw.device == device:
-                in_use_here = True
         issued = self.issued.get(login)
         if issued is None:
-            # A live password on this device and a mistyped code: say so, rather
-            # than "no longer valid".
-            reason = "wrong_password" if in_use_here else "password_expired"
+            # A live password and a wrong code (or another device): "wrong password",
+            # not "no longer valid", which would be false.
+            reason = "wrong_password" if live else "password_expired"
             return Checked(None, self.notice.pop(login, reason), ops)
         pw = issued
         if now >= pw.unclaimed_until or now >= pw.issued_at + self.cfg.max_lifetime_seconds:
@@ -313,6 +321,8 @@ class PasswordBook:
             return Checked(None, "password_expired", ops)
         if matches(pw.code):
             return Checked(pw, "", ops, claimed=True)
+        if not count:
+            return Checked(None, "wrong_password", ops)
         pw.attempts += 1
         if pw.attempts >= self.cfg.max_attempts:
             ops += self.expire(pw, now, "attempts")
@@ -408,10 +418,20 @@ class PasswordBook:
 
     def session_ended(self, record: AcctRecord, now: float, reason: str) -> list[Op]:
         """Rules §8: Accounting-Stop is the disconnect; the password dies with it."""
-        pw = self.find_for_session(record.class_token, record.login, record.device)
-        if pw is None:
-            return []
-        return self.expire(pw, record.event_time if reason == "stop" else now, reason)
+        at = record.event_time if reason == "stop" else now
+        return self.end_session(record.class_token, record.login, record.device, at, reason)
+
+    def end_session(self, class_token: str | None, login: str | None, device: str | None,
+                    at: float, reason: str) -> list[Op]:
+        pw = self.find_for_session(class_token, login, device)
+        if pw is not None:
+            return self.expire(pw, at, reason)
+        if class_token and class_token.startswith(CLASS_PREFIX):
+            # Dead in memory already. Say so to the database again: if the write that
+            # expired it failed, the NAS retransmits this Stop and the expiry lands
+            # now, instead of the password coming back to life at the next start.
+            return [(_EXPIRE_BY_CLASS, (at, reason, class_token))]
+        return []
 
     def nas_restarted(self, nas: str, nas_address: str, now: float, reason: str) -> list[Op]:
         """Accounting-On/Off: every session of that NAS is gone, so are their passwords."""

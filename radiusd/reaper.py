@@ -9,7 +9,6 @@ password past `[otp] max_lifetime_seconds` dies whatever the NAS says.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from radiusd.clock import Clock
@@ -31,6 +30,7 @@ class Reaper:
         self.book = book
         self.store = store
         self.clock = clock
+        self.failures = 0
 
     async def run_once(self) -> int:
         """One pass; returns how many sessions and passwords it ended."""
@@ -42,9 +42,8 @@ class Reaper:
         ops: list[Op] = []
         for r in rows:
             ops.append((_CLOSE, (r["unique_id"],)))
-            pw = self.book.find_for_session(r["class_token"], r["login"], r["device"])
-            if pw is not None:
-                ops += self.book.expire(pw, now, "stale_session")
+            ops += self.book.end_session(r["class_token"], r["login"], r["device"], now,
+                                         "stale_session")
         ops += self.book.sweep(now)
         if ops:
             await self.store.write(ops)
@@ -55,5 +54,9 @@ class Reaper:
         interval = self.config.accounting.reaper_interval_seconds
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
+            try:
                 await self.run_once()
+            except Exception:  # keep reaping; a lost Stop must not live forever
+                self.failures += 1
+                log.exception("reaper pass failed (%d so far); retrying in %.0fs",
+                              self.failures, interval)

@@ -455,7 +455,8 @@ async def test_admin_writes_while_the_server_runs(running: tuple[Cli, int]) -> N
     rows = json.loads(exported)
     assert len(rows) == 10
     assert {r["phone"] for r in rows} == {"+77012345678"}
-    assert {r["login"] for r in rows} == {"8 701 234 56 78"}
+    # Stored as the login was at Access-Request: the number the NAS sent, in E.164.
+    assert {r["login"] for r in rows} == {"+77012345678"}
     row = rows[0]
     assert row["device"].startswith("AA-BB-CC-DD-EE-") and row["terminate_cause"] == "User-Request"
     assert row["output_octets"] == 2000 and row["stopped_at"].endswith("+05:00")

@@ -89,7 +89,7 @@ async def test_calling_station_id_formats_are_one_device(
     assert pw["device"] == "aabbccddeeff"
     answer = await enter(nas, code, mac="11:22:33:44:55:66")
     assert answer.code == REJECT
-    assert reply_message(answer) == "This password is in use on another device"
+    assert reply_message(answer) == "Wrong password"  # no hint that the code was right
 
 
 async def test_same_device_reauthenticates_while_the_session_lives(
@@ -113,7 +113,8 @@ async def test_other_device_is_rejected_and_does_not_hurt_the_owner(
     for chap in (False, True):
         answer = await enter(nas, code, mac=OTHER_MAC, chap=chap)
         assert answer.code == REJECT
-        assert reply_message(answer) == "This password is in use on another device"
+        # The same answer as a wrong code: a guesser learns nothing (Rules §7-§8).
+        assert reply_message(answer) == "Wrong password"
     assert (await enter(nas, code)).code == ACCEPT
 
 

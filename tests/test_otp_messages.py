@@ -29,7 +29,6 @@ EXPECTED = {
         "not_a_number": "That is not a phone number. Example: 8 701 234 56 78",
         "wait": "You can ask for a new password in 60 s",
         "wrong": "Wrong password",
-        "other_device": "This password is in use on another device",
         "expired": 'This password is no longer valid. Press "Get password"',
         "mac": "Log in with your phone number",
     },
@@ -39,7 +38,6 @@ EXPECTED = {
         "not_a_number": "Это не номер телефона. Пример: 8 701 234 56 78",
         "wait": "Новый пароль можно запросить через 60 с",
         "wrong": "Неверный пароль",
-        "other_device": "Этот пароль уже используется на другом устройстве",
         "expired": "Пароль недействителен. Нажмите «Получить пароль»",
         "mac": "Для входа введите номер телефона",
     },
@@ -49,7 +47,6 @@ EXPECTED = {
         "not_a_number": "Бұл телефон нөмірі емес. Мысалы: 8 701 234 56 78",
         "wait": "Жаңа құпиясөзді 60 секундтан кейін сұраңыз",
         "wrong": "Құпиясөз қате",
-        "other_device": "Бұл құпиясөз басқа құрылғыда қолданылуда",
         "expired": "Құпиясөз жарамсыз. «Құпиясөз алу» батырмасын басыңыз",
         "mac": "Кіру үшін телефон нөмірін енгізіңіз",
     },
@@ -73,7 +70,8 @@ async def test_user_reads_every_step_in_the_configured_language(
         wrong = "".join(str((int(c) + 1) % 10) for c in code)
         assert reply_message(await enter(nas, wrong)) == want["wrong"]
         assert (await enter(nas, code)).code == ACCEPT
-        assert reply_message(await enter(nas, code, mac=OTHER_MAC)) == want["other_device"]
+        # Another device gets the same answer as a wrong code: no oracle for guessers.
+        assert reply_message(await enter(nas, code, mac=OTHER_MAC)) == want["wrong"]
         sid = nas.new_session_id()
         await nas.send(nas.accounting_request("Stop", user=PHONE, session_id=sid))
         assert reply_message(await enter(nas, code)) == want["expired"]

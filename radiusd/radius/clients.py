@@ -7,7 +7,7 @@ FreeRADIUS's `client` sections are. Results are cached per address.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from radiusd.config import ClientConfig
 
@@ -20,14 +20,21 @@ class Client:
     secret: bytes
     require_message_authenticator: str | bool  # "auto" | True | False
     otp_request: str
-    # RFC 3579 §3.2 / FreeRADIUS 3.2.5 "auto": source addresses that have sent a
-    # Message-Authenticator, after which it is required from them.
-    ma_seen: set[str] = field(default_factory=set)
+    # FreeRADIUS 3.2.5 "auto": once this client has sent a Message-Authenticator it
+    # is required from the whole client (every address of a CIDR entry), so a spoofer
+    # cannot pick a neighbouring address. Kept in memory: a restart re-arms it.
+    ma_latched: bool = False
 
-    def requires_message_authenticator(self, address: str) -> bool:
+    def requires_message_authenticator(self) -> bool:
         if self.require_message_authenticator == "auto":
-            return address in self.ma_seen
+            return self.ma_latched
         return bool(self.require_message_authenticator)
+
+    @property
+    def trusted_unsigned(self) -> bool:
+        """The operator said this NAS cannot sign (`false`): its unsigned requests are
+        taken at their word. Under "auto" they are not, until it signs."""
+        return self.require_message_authenticator is False
 
 
 def normalise_address(host: str) -> str:

@@ -117,13 +117,16 @@ class Endpoint:
         if packet.has_message_authenticator:
             if not message_authenticator_ok(packet, secret):
                 return "bad_message_authenticator"
-            if code == Code.ACCESS_REQUEST and host not in client.ma_seen:
-                client.ma_seen.add(host)
+            if code == Code.ACCESS_REQUEST and not client.ma_latched:
+                client.ma_latched = True
+                if client.require_message_authenticator == "auto":
+                    log.info("client %s sent a Message-Authenticator (from %s): it is "
+                             "required from this client from now on", client.name, host)
             return ""
         # No Message-Authenticator from here on.
         if code == Code.STATUS_SERVER:
             return "missing_message_authenticator"  # RFC 5997 §3: MUST
-        if client.requires_message_authenticator(host):
+        if client.requires_message_authenticator():
             return "missing_message_authenticator"
         if packet.first(EAP_MESSAGE) is not None:
             return "missing_message_authenticator"  # RFC 3579 §3.2
