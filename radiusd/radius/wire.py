@@ -133,9 +133,10 @@ def _zero_ma(raw: bytes, ma_offset: int) -> bytes:
 
 
 def message_authenticator_ok(packet: Packet, secret: bytes) -> bool:
-    """RFC 3579 §3.2 for requests. Accounting-Request (RFC 5080 §2.2.1 / RFC 3579 §3.2)
-    computes it with a zero Request Authenticator; Access-Request and Status-Server
-    with the one in the packet."""
+    """RFC 3579 §3.2 for requests. For Accounting-Request it is computed with the
+    Request Authenticator field zeroed (the convention of RFC 5176 §3.3 for requests
+    whose authenticator is a hash, and what FreeRADIUS does); Access-Request and
+    Status-Server use the one in the packet."""
     if packet.ma_offset < 0:
         return False
     data = _zero_ma(packet.raw, packet.ma_offset)
@@ -187,9 +188,9 @@ def encode_reply(
     """Build a reply with Message-Authenticator first (BlastRADIUS), Proxy-State copied
     in order (RFC 2865 §5.33) and a correct Response Authenticator (RFC 2865 §3).
 
-    Every reply to Access-Request and Status-Server is signed; Accounting-Response to
-    an Accounting-Request is signed too when the request was (RFC 5080 §2.2.1 allows it,
-    and it costs one HMAC).
+    Every reply to Access-Request and Status-Server is signed; an Accounting-Response
+    to an Accounting-Request is signed too when the request was, over a zeroed vector
+    as FreeRADIUS's rad_sign does (no RFC defines it; radclient and pyrad verify it).
     """
     body = b"".join(encode_attribute(t, v) for t, v in attributes)
     body += b"".join(encode_attribute(PROXY_STATE, v) for v in request.all(PROXY_STATE))
