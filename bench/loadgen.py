@@ -13,6 +13,18 @@ Modes
           Reject both count as answered, and the split is reported.
   acct    Accounting-Request Start / Stop pairs (RFC 2866), a new Acct-Session-Id
           per pair; send to the accounting port.
+  login   Whole logins (issue 4): Get password (Access-Request, empty PAP password,
+          a new +7701... number and Calling-Station-Id per login) -> the code, read
+          from radiusd's `[sms] provider = "file"` outbox (--sms-outbox, tailed every
+          1 ms) -> Access-Request with it -> Accounting Start -> Stop (echoing the
+          Accept's Class). Reports logins/s and per-step p50/p99. With --users instead
+          (FreeRADIUS: codes already in radcheck) the Get-password step is skipped.
+  provision  The login flow without Stop for --count users, written to --users-out.
+  accept  Access-Request with the right code from the bound device, cycling through
+          --users (re-authentication of live sessions).
+
+--rate R makes any single-request mode open loop: R requests/s whatever the replies
+(--inflight bounds the outstanding ones); latency counts from when a request was due.
 
 How: one template per packet kind is encoded once with pyrad (through the simulated
 NAS's builders, an encoder independent of the server's own), then each send patches

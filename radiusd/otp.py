@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,6 +204,7 @@ class PasswordBook:
         self.last_code: dict[str, str] = {}  # login -> the code sent last (Rules §9)
         self.notice: dict[str, str] = {}  # login -> why its password died, to tell once
         self.vouchers: dict[str, Password] = {}  # live journal vouchers by login
+        self.live_codes: Counter[str] = Counter()  # codes of live passwords (Rules §9)
 
     # -- loading ---------------------------------------------------------------------
 
@@ -236,6 +237,7 @@ class PasswordBook:
 
     def _index(self, pw: Password) -> None:
         self.by_id[pw.id] = pw
+        self.live_codes[pw.code] += 1
         if pw.kind == "voucher":
             self.vouchers[pw.login] = pw
         if pw.state == "issued":
@@ -285,8 +287,7 @@ class PasswordBook:
             code = "".join(secrets.choice("0123456789") for _ in range(n))
             # Rules §9: a new password each time: never this number's previous one,
             # nor one that is live for anybody.
-            if code != self.last_code.get(login) and \
-                    all(p.code != code for p in self.by_id.values()):
+            if code != self.last_code.get(login) and code not in self.live_codes:
                 return code
 
     # -- Rules §7: login ----------------------------------------------------------------
@@ -364,7 +365,10 @@ class PasswordBook:
             self.by_class.pop(pw.class_token, None)
         if self.vouchers.get(pw.login) is pw:
             del self.vouchers[pw.login]
-        self.by_id.pop(pw.id, None)
+        if self.by_id.pop(pw.id, None) is not None:
+            self.live_codes[pw.code] -= 1
+            if self.live_codes[pw.code] <= 0:
+                del self.live_codes[pw.code]
 
     def expire(self, pw: Password, now: float, reason: str) -> list[Op]:
         if pw.state == "expired":
