@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
 import time
 from typing import Any
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from radiusd import phone
 from radiusd.accounting import AccountingPolicy
@@ -212,6 +216,7 @@ async def serve(config: Config) -> int:
         log.error("%s", e)
         await server.store.close()
         return 1
+    _settle_memory(config)
     log.info("radiusd ready (pid %d)", os.getpid())
     await stop.wait()
     t0 = time.monotonic()
@@ -219,6 +224,20 @@ async def serve(config: Config) -> int:
     await server.stop()
     log.info("shutdown took %.2fs", time.monotonic() - t0)
     return 0
+
+
+def _settle_memory(config: Config) -> None:
+    """Keep garbage-collector pauses out of the reply latency: load the number
+    metadata now, then freeze everything start-up made (dictionaries, metadata,
+    config) so that collections walk only what requests create."""
+    for region in {config.otp.default_region, *config.otp.allowed_regions}:
+        example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
+        if example is not None:
+            with contextlib.suppress(phone.NumberRefused):
+                phone.normalise(phonenumbers.format_number(example, PhoneNumberFormat.E164),
+                                config.otp.default_region, config.otp.allowed_regions)
+    gc.collect()
+    gc.freeze()
 
 
 def run(config: Config) -> int:

@@ -9,17 +9,15 @@ answered, copies within the window get the byte-identical reply.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 DedupKey = tuple[str, int, int, int, bytes]  # host, port, code, identifier, authenticator
 
 IN_PROGRESS = b""
 
 
-@dataclass(slots=True)
-class _Entry:
-    reply: bytes  # IN_PROGRESS until answered
-    expires: float
+# (reply, expires): a plain tuple of bytes and float, which the garbage collector
+# stops tracking, so tens of thousands of cached replies cost no GC pause.
+_Entry = tuple[bytes, float]
 
 
 class DuplicateCache:
@@ -35,10 +33,10 @@ class DuplicateCache:
         """None: a new request (now marked in progress). b"": in progress, drop it.
         Otherwise: the cached reply to send again."""
         entry = self._entries.get(key)
-        if entry is not None and (entry.reply is IN_PROGRESS or entry.expires > now):
-            return entry.reply
+        if entry is not None and (not entry[0] or entry[1] > now):
+            return entry[0]
         self._expire(now)
-        self._entries[key] = _Entry(IN_PROGRESS, now + self.window)
+        self._entries[key] = (IN_PROGRESS, now + self.window)
         self._entries.move_to_end(key)
         return None
 
@@ -46,7 +44,7 @@ class DuplicateCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        self._entries[key] = _Entry(reply, now + self.window)
+        self._entries[key] = (reply, now + self.window)
 
     def forget(self, key: DedupKey) -> None:
         """The request got no reply (dropped by policy): let a retransmission retry."""
@@ -55,9 +53,9 @@ class DuplicateCache:
     def _expire(self, now: float) -> None:
         entries = self._entries
         while entries:
-            key, entry = next(iter(entries.items()))
-            if entry.reply is IN_PROGRESS and len(entries) < self.max_entries:
+            key, (reply, expires) = next(iter(entries.items()))
+            if not reply and len(entries) < self.max_entries:
                 break  # oldest is still being processed; later ones are younger
-            if entry.expires > now and len(entries) < self.max_entries:
+            if expires > now and len(entries) < self.max_entries:
                 break
             del entries[key]
