@@ -292,8 +292,11 @@ async def test_run_delivers_on_wake_and_stops_cleanly(store, sealer, clock):
     provider.gate = asyncio.Event()
     await press(store, sealer, clock)
     w.wake()
-    while provider.calls < 2:
+    for _ in range(500):  # bounded: the second send starts within a few loop turns
+        if provider.calls >= 2:
+            break
         await asyncio.sleep(0.01)
+    assert provider.calls >= 2
     task.cancel()
     await asyncio.sleep(0.01)
     provider.gate.set()
