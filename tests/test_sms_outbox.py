@@ -306,3 +306,17 @@ async def test_run_delivers_on_wake_and_stops_cleanly(store, sealer, clock):
     states = {r[0] for r in await store.fetchall("SELECT state FROM sms_outbox")}
     assert states == {"sent"}
     assert (await row(store, sid))["state"] == "sent"
+
+
+async def test_sms_of_a_password_that_died_unsent_is_cancelled_not_sent(store, sealer, clock):
+    """A newer press superseded it (or its TTL ran out) before delivery: the code is
+    useless, so the SMS is not paid for."""
+    provider = FakeProvider()
+    old, new = await press(store, sealer, clock, n=2)
+    await store.write([("UPDATE passwords SET state = 'expired' WHERE id = ?", (old,))])
+    w = worker(store, provider, sealer, clock)
+    assert await w.run_once() == 2
+    assert [to for to, _ in provider.sent] == [TO]
+    assert (await row(store, old))["state"] == "cancelled"
+    assert (await row(store, new))["state"] == "sent"
+    assert w.counts["cancelled"] == 1

@@ -9,6 +9,7 @@ then calls `wake()`. The worker takes due rows and moves each along
                          |    --provider: failed---> failed  + on_give_up ops
                          '--lease ran out (crash)--> failed  + on_give_up ops
     queued --older than max_age--> failed + on_give_up ops
+    queued --its password already expired (superseded, TTL)--> cancelled (not sent)
 
 *Claim* commits `state = 'sending'`, `attempts + 1` and a lease (`next_attempt_at =
 now + lease`) before the provider is called. A row left in 'sending' therefore means a
@@ -37,8 +38,16 @@ log = logging.getLogger("radiusd.sms.outbox")
 GiveUp = Callable[[int, float], list[Op]]
 
 _DUE = """
-SELECT id, password_id, recipient, body, created_at, attempts FROM sms_outbox
-WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?
+SELECT o.id, o.password_id, o.recipient, o.body, o.created_at, o.attempts,
+       p.state AS password_state
+FROM sms_outbox o LEFT JOIN passwords p ON p.id = o.password_id
+WHERE o.state = 'queued' AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at LIMIT ?
+"""
+# A code that died before its SMS left (superseded by a newer press, unclaimed TTL)
+# is useless to the user and costs money: not sent.
+_CANCELLED = """
+UPDATE sms_outbox SET state = 'cancelled', last_error = 'password expired before sending'
+WHERE id = ? AND state = 'queued'
 """
 _ABANDONED = """
 SELECT id, password_id, recipient, attempts FROM sms_outbox
@@ -82,7 +91,7 @@ class OutboxWorker:
         self.backoff_max = backoff_max
         self.idle_poll = idle_poll
         self.rng = rng or random.Random()
-        self.counts = {"sent": 0, "retry": 0, "failed": 0}
+        self.counts = {"sent": 0, "retry": 0, "failed": 0, "cancelled": 0}
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -137,9 +146,12 @@ class OutboxWorker:
         rows = await self.store.fetchall(_DUE, (now, self.batch))
         if not rows:
             return handled
+        dead = [r for r in rows if r["password_state"] == "expired"]
+        rows = [r for r in rows if r["password_state"] != "expired"]
         expired = [r for r in rows if now - r["created_at"] >= self.max_age]
         due = [r for r in rows if now - r["created_at"] < self.max_age]
-        ops: list[Op] = []
+        ops: list[Op] = [(_CANCELLED, (r["id"],)) for r in dead]
+        self.counts["cancelled"] += len(dead)
         for r in expired:
             ops += self._give_up(r, now, "max_age: not sent in time")
         await self.store.write(ops)
@@ -153,7 +165,7 @@ class OutboxWorker:
                 await self._deliver(row)
 
         await asyncio.gather(*(one(r) for r in due))
-        return handled + len(rows)
+        return handled + len(rows) + len(dead)
 
     async def _recover_abandoned(self, now: float) -> int:
         rows = await self.store.fetchall(_ABANDONED, (now,))
