@@ -123,6 +123,8 @@ class Server:
         provider = build_provider(self.config.sms)
         worker = OutboxWorker(self.store, provider, self.sealer, self.clock,
                               self.config.sms.max_age_seconds, self.book.sms_gave_up)
+        if hasattr(provider, "on_receipt"):  # SMPP transceiver: receipts go to the row
+            provider.on_receipt = worker.receipt
         self.background.append(asyncio.create_task(worker.run(), name="sms-outbox"))
         return worker
 

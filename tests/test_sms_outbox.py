@@ -320,3 +320,32 @@ async def test_sms_of_a_password_that_died_unsent_is_cancelled_not_sent(store, s
     assert (await row(store, old))["state"] == "cancelled"
     assert (await row(store, new))["state"] == "sent"
     assert w.counts["cancelled"] == 1
+
+
+async def test_delivery_receipt_is_recorded_on_its_row(store, sealer, clock):
+    provider = FakeProvider(SendResult("sent", "ok", "msg-77"))
+    (sid,) = await press(store, sealer, clock)
+    w = worker(store, provider, sealer, clock)
+    await w.run_once()
+    clock.advance(4)
+    w.receipt("msg-77", "DELIVRD")
+    for _ in range(200):  # bounded: the receipt is written by a background task
+        if (await row(store, sid))["delivery_state"]:
+            break
+        await asyncio.sleep(0.005)
+    r = await row(store, sid)
+    assert (r["delivery_state"], r["delivered_at"]) == ("DELIVRD", clock.now())
+
+
+async def test_receipt_for_one_part_of_a_long_text_is_recorded(store, sealer, clock):
+    provider = FakeProvider(SendResult("sent", "ok", "M10,M11"))
+    (sid,) = await press(store, sealer, clock)
+    w = worker(store, provider, sealer, clock)
+    await w.run_once()
+    w.receipt("M11", "UNDELIV")
+    w.receipt("M1", "DELIVRD")  # a prefix of M10/M11, names no row
+    for _ in range(200):  # bounded: written by a background task
+        if (await row(store, sid))["delivery_state"]:
+            break
+        await asyncio.sleep(0.005)
+    assert (await row(store, sid))["delivery_state"] == "UNDELIV"

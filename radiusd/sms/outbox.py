@@ -64,6 +64,12 @@ WHERE id = ?
 """
 _RETRY = "UPDATE sms_outbox SET state = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ?"
 _FAILED = "UPDATE sms_outbox SET state = 'failed', last_error = ? WHERE id = ?"
+# provider_ref is "M1" or, for a text sent in parts, "M1,M2": a receipt for any part.
+_RECEIPT = """
+UPDATE sms_outbox SET delivery_state = ?1, delivered_at = ?2
+WHERE provider_ref = ?3
+   OR (instr(provider_ref, ',') > 0 AND ',' || provider_ref || ',' LIKE '%,' || ?3 || ',%')
+"""
 
 
 class OutboxWorker:
@@ -94,6 +100,22 @@ class OutboxWorker:
         self.counts = {"sent": 0, "retry": 0, "failed": 0, "cancelled": 0}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._receipts: set[asyncio.Task[None]] = set()
+
+    def receipt(self, ref: str, state: str) -> None:
+        """A delivery receipt from the SMSC (SMPP deliver_sm, e.g. "DELIVRD",
+        "UNDELIV"): recorded on the row whose provider_ref it names."""
+        write = self.store.write([(_RECEIPT, (state[:32], self.clock.now(), ref))])
+        task = asyncio.get_running_loop().create_task(self._record_receipt(write, ref))
+        self._receipts.add(task)
+        task.add_done_callback(self._receipts.discard)
+
+    @staticmethod
+    async def _record_receipt(write: Any, ref: str) -> None:
+        try:
+            await write
+        except Exception:
+            log.exception("could not record the delivery receipt for SMS %s", ref)
 
     def wake(self) -> None:
         """A row was queued (called after the issuing transaction committed)."""

@@ -101,6 +101,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX journal_events_entry ON journal_events(journal_id);
     """,
+    # 3: SMSC delivery receipts (SMPP deliver_sm) on the outbox row they answer.
+    """
+    ALTER TABLE sms_outbox ADD COLUMN delivery_state TEXT;
+    ALTER TABLE sms_outbox ADD COLUMN delivered_at REAL;
+    CREATE INDEX sms_provider_ref ON sms_outbox(provider_ref) WHERE provider_ref IS NOT NULL;
+    """,
 ]
 
 
