@@ -245,6 +245,10 @@ class HttpConfig(_Section):
     # Hosts the portal may send a login to (link-login-only, uamip, login_url);
     # empty: any. Set it on a public server so the page cannot be used to phish codes.
     portal_login_hosts: list[str] = []
+    # CoovaChilli's uamsecret (HS_UAMSECRET). Set: the hosted page posts the CoovaChilli
+    # login to POST /portal/chilli-logon, which answers the challenge with the secret
+    # and redirects to chilli's /logon. Empty: the browser answers it (no uamsecret).
+    coovachilli_uamsecret: str = ""
 
     @field_validator("listen")
     @classmethod

@@ -1,7 +1,8 @@
 """A hotspot controller in miniature, for the browser tests of the portal.
 
 `TestController` is a small aiohttp site that plays the NAS the way MikroTik Hotspot
-(external portal, `http-chap`) and CoovaChilli (UAM, CHAP) do: a visit to any page
+(external portal, `http-chap`) and CoovaChilli (UAM, CHAP or PAP, with or without a
+uamsecret, as chilli's redir.c does) do: a visit to any page
 redirects to the portal with the controller's parameters; the portal's login comes
 back here, and this turns it into a real RADIUS Access-Request (via `SimulatedNAS`)
 to radiusd. On Access-Accept it sends Accounting Start and shows a status page with a
@@ -12,6 +13,7 @@ with the Reply-Message, as MikroTik's `$(error)` and CoovaChilli's `reply` do.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -62,9 +64,14 @@ class TestController:
     __test__ = False  # not a pytest class
 
     def __init__(self, nas: SimulatedNAS, portal: str, kind: str = "mikrotik",
-                 mac: str = "AA:BB:CC:DD:EE:01") -> None:
+                 mac: str = "AA:BB:CC:DD:EE:01", uamsecret: str = "",
+                 pap: bool = False) -> None:
         self.nas = nas
         self.portal = portal  # the portal's base URL, e.g. http://127.0.0.1:8080/
+        self.radiusd = portal
+        # CoovaChilli: HS_UAMSECRET, and `pap=1` in the redirect (HS_UAMFORMAT).
+        self.uamsecret = uamsecret
+        self.pap = pap
         # "mikrotik" | "chilli": redirect to the hosted portal;
         # "mikrotik-page" | "chilli-page": serve portal/<vendor>/ templates themselves.
         self.kind = kind
@@ -86,8 +93,15 @@ class TestController:
         app.router.add_get("/login", self.mikrotik_page)
         folder = TEMPLATES / ("mikrotik" if self.kind.startswith("mikrotik") else "coovachilli")
 
-        async def serve(request: web.Request) -> web.FileResponse:
-            return web.FileResponse(folder / request.match_info["name"])
+        async def serve(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["name"]
+            if name == "hotspotlogin.html" and self.uamsecret:
+                # the admin's one edit for a chilli with a uamsecret
+                html = (folder / name).read_text().replace(
+                    'var LOGON_SERVICE = "";',
+                    f'var LOGON_SERVICE = "{self.radiusd}portal/chilli-logon";', 1)
+                return web.Response(text=html, content_type="text/html")
+            return web.FileResponse(folder / name)
         app.router.add_get("/{name:md5\\.js|hotspotlogin\\.html}", serve)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -116,6 +130,8 @@ class TestController:
                       "uamport": self.base.rsplit(":", 1)[1], "challenge": self.challenge.hex(),
                       "mac": self.mac.replace(":", "-"), "ip": "10.1.0.2", "nasid": "chilli",
                       "userurl": "http://example.test/"}
+            if self.pap:
+                params["pap"] = "1"
         params.update(extra)
         return self.portal + "?" + urlencode(params)
 
@@ -144,9 +160,15 @@ class TestController:
 
     # -- login: RADIUS to radiusd ----------------------------------------------------------
 
-    async def _radius(self, username: str, chap_password: bytes) -> tuple[bool, str]:
-        pkt = self.nas.access_request(username, None, mac=self.mac.replace(":", "-"), extra=[
-            ("CHAP-Password", chap_password), ("CHAP-Challenge", self.challenge)])
+    async def _radius(self, username: str, chap_password: bytes | None = None,
+                      challenge: bytes | None = None, password: str | None = None,
+                      ) -> tuple[bool, str]:
+        """CHAP (`chap_password`, CHAP-Challenge = `challenge`, default the one we sent)
+        or PAP (`password`)."""
+        extra = [] if chap_password is None else [
+            ("CHAP-Password", chap_password), ("CHAP-Challenge", challenge or self.challenge)]
+        pkt = self.nas.access_request(username, password, mac=self.mac.replace(":", "-"),
+                                      extra=extra)
         answer = await self.nas.send(pkt)
         message = answer.get("Reply-Message") or ""
         if isinstance(message, bytes):
@@ -183,13 +205,27 @@ class TestController:
         raise web.HTTPFound(self.portal_url(error=message, username=username))
 
     async def chilli_logon(self, request: web.Request) -> web.Response:
-        """CoovaChilli UAM: /logon?username=&response= (CHAP, identifier 0)."""
+        """CoovaChilli UAM: /logon?username=&response= (CHAP, identifier 0) or
+        &password= (PAP), as chilli's redir.c turns them into RADIUS: with a uamsecret
+        the challenge is chap_challenge = MD5(challenge + uamsecret); CHAP goes out with
+        CHAP-Challenge = chap_challenge, PAP's hex is XORed with it into User-Password."""
         username = request.query.get("username", "")
+        chap_challenge = self.challenge
+        if self.uamsecret:
+            chap_challenge = hashlib.md5(self.challenge + self.uamsecret.encode()).digest()
+        self.log.append("logon " + ("password" if "password" in request.query else "response"))
         try:
-            response = bytes.fromhex(request.query.get("response", ""))
+            if "password" in request.query:
+                sent = bytes.fromhex(request.query["password"])
+                plain = bytes(b ^ chap_challenge[i % 16] for i, b in enumerate(sent))
+                ok, message = await self._radius(
+                    username, password=plain.decode("utf-8", "replace"))
+            else:
+                response = bytes.fromhex(request.query.get("response", ""))
+                ok, message = await self._radius(username, b"\x00" + response,
+                                                 challenge=chap_challenge)
         except ValueError:
-            response = b""
-        ok, message = await self._radius(username, b"\x00" + response)
+            ok, message = False, "bad logon"
         if ok:
             raise web.HTTPFound(self.portal_url(res="success", uid=username))
         raise web.HTTPFound(self.portal_url(res="failed", reply=message, uid=username))

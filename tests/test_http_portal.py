@@ -3,14 +3,25 @@ it is served, and the controller templates it ships."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import pytest
 
 from radiusd.clock import ManualClock
-from radiusd.http import STATIC, start_http, stop_http
+from radiusd.http import STATIC, api, start_http, stop_http
+from radiusd.http.chilli import (
+    BadLogon,
+    chap_response,
+    logon_url,
+    pap_password,
+    uam_challenge,
+)
+from radiusd.http.keys import CHILLI_LIMITS
 from radiusd.http.language import pick_language
 from radiusd.http.portal import UI, chap_bytes_hex, controller, render
 from radiusd.testing.server import loopback_config, running_server
@@ -120,3 +131,144 @@ def test_mikrotik_login_html_uses_the_hotspot_variables() -> None:
     assert "hexMD5(" not in pap and 'name="sendin"' not in pap  # http-pap: no CHAP
     assert "Wrong password" in pap
     assert "$(" not in pap
+
+
+# -- CoovaChilli with a uamsecret: the logon answered by radiusd ---------------------------
+
+CHALLENGE = "0123456789abcdeffedcba9876543210"
+UAMSECRET = "greatsecret"
+
+
+def test_uamsecret_worked_example() -> None:
+    """Computed outside Python (md5sum / perl with hotspotlogin.cgi's lines
+    `$newchal = md5($hexchal, $uamsecret)`, `md5_hex("\\0", $password, $newchal)`,
+    `unpack "H*", substr($password ^ $newchal, ...)`) and again with hashlib here."""
+    ch = bytes.fromhex(CHALLENGE)
+    newchal = hashlib.md5(ch + UAMSECRET.encode()).digest()
+    assert newchal.hex() == "44904365a7fef3cb2c34006dce72d826"
+    assert uam_challenge(ch, UAMSECRET) == newchal
+    assert uam_challenge(ch, "") == ch  # no secret: the challenge itself
+
+    assert chap_response("123456", ch, UAMSECRET) == "2eb031b01ec4549d59ed9e3cfa2d1d2c"
+    assert chap_response("123456", ch, UAMSECRET) == \
+        hashlib.md5(b"\x00" + b"123456" + newchal).hexdigest()
+    # without a secret: what the browser computes today
+    assert chap_response("123456", ch, "") == "53e3e88d228adde4c111db1405a9cd0c"
+
+    assert pap_password("123456", ch, UAMSECRET) == "75a2705192c8"
+    long = "abcdefghijklmnopqrstu"  # longer than the challenge: it repeats
+    assert pap_password(long, ch, UAMSECRET) == "25f22001c29894a3455e6b01a31cb75635e23011d2"
+    # and chilli's redir.c gets the password back: password[m] ^ chap_challenge[m % 16]
+    sent = bytes.fromhex(pap_password(long, ch, UAMSECRET))
+    assert bytes(b ^ newchal[i % 16] for i, b in enumerate(sent)).decode() == long
+
+
+def test_logon_url_and_what_it_refuses() -> None:
+    args = dict(uamip="10.1.0.1", uamport="3990", challenge=CHALLENGE,
+                username="8 701 234 56 78", password="123456", userurl="http://x/?a=1&b=2",
+                pap=False, uamsecret=UAMSECRET, allowed_hosts=[])
+    url = logon_url(**args)  # type: ignore[arg-type]
+    assert url == ("http://10.1.0.1:3990/logon?username=8%20701%20234%2056%2078"
+                   "&response=2eb031b01ec4549d59ed9e3cfa2d1d2c"
+                   "&userurl=http%3A%2F%2Fx%2F%3Fa%3D1%26b%3D2")
+    pap = logon_url(**{**args, "pap": True, "userurl": ""})  # type: ignore[arg-type]
+    assert pap.endswith("&password=75a2705192c8")
+    assert logon_url(**{**args, "uamip": "fe80::1"}).startswith(  # type: ignore[arg-type]
+        "http://[fe80::1]:3990/logon?")
+    assert logon_url(**{**args, "allowed_hosts": ["10.1.0.1"]})  # type: ignore[arg-type]
+    for bad in ({"uamip": "evil.example"}, {"uamip": "10.1.0.1/x"}, {"uamip": ""},
+                {"uamip": "10.1.0.1@evil.example"}, {"uamport": "0"}, {"uamport": "3990/x"},
+                {"uamport": "65536"}, {"challenge": "00ff"}, {"challenge": "zz" * 16},
+                {"username": ""}, {"password": "1" * 129},
+                {"allowed_hosts": ["10.9.9.9"]}):
+        with pytest.raises(BadLogon):
+            logon_url(**{**args, **bad})  # type: ignore[arg-type]
+
+
+def test_chilli_page_with_uamsecret_posts_to_radiusd() -> None:
+    q = {"res": "notyet", "uamip": "10.1.0.1", "uamport": "3990", "challenge": CHALLENGE,
+         "userurl": "http://x/"}
+    t = controller(q, [], chilli_logon=True)
+    assert (t["kind"], t["logon"], t["uamip"], t["uamport"]) == \
+        ("chilli", "/portal/chilli-logon", "10.1.0.1", "3990")
+    assert "logon" not in controller(q, [])  # no secret: the browser answers
+    # a host name cannot be checked as a literal: refused up front
+    assert controller({**q, "uamip": "evil.example"}, [], chilli_logon=True)["bad_target"]
+
+
+async def test_chilli_logon_endpoint(tmp_path: Path) -> None:
+    config = loopback_config(tmp_path, http={
+        "listen": ["127.0.0.1:0"], "coovachilli_uamsecret": UAMSECRET,
+        "portal_login_hosts": ["10.1.0.1", "wifi.example"]})
+    form = {"uamip": "10.1.0.1", "uamport": "3990", "challenge": CHALLENGE,
+            "userurl": "http://example.test/", "username": "8 701 234 56 78",
+            "password": "123456", "lang": "en"}
+    bodies: list[str] = []
+    async with running_server(config, ManualClock()) as server:
+        handle = await start_http(server)
+        assert handle is not None
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(handle.url("/"), params={
+                        "res": "notyet", "uamip": "10.1.0.1", "uamport": "3990",
+                        "challenge": CHALLENGE}) as r:
+                    html = await r.text()
+                    bodies.append(html)
+                assert _data(html)["target"]["logon"] == "/portal/chilli-logon"  # type: ignore[index]
+                for asset in ("portal.js", "md5.js"):
+                    async with s.get(handle.url(f"/static/{asset}")) as r:
+                        bodies.append(await r.text())
+
+                async def post(**change: str) -> aiohttp.ClientResponse:
+                    async with s.post(handle.url("/portal/chilli-logon"),
+                                      data={**form, **change}, allow_redirects=False) as r:
+                        bodies.append(await r.text())
+                        return r
+
+                r = await post()
+                assert r.status == 303
+                assert r.headers["Cache-Control"] == "no-store"
+                loc = urlsplit(r.headers["Location"])
+                assert (loc.scheme, loc.netloc, loc.path) == ("http", "10.1.0.1:3990", "/logon")
+                assert parse_qs(loc.query) == {
+                    "username": ["8 701 234 56 78"],
+                    "response": ["2eb031b01ec4549d59ed9e3cfa2d1d2c"],
+                    "userurl": ["http://example.test/"]}
+                r = await post(pap="1")
+                assert r.status == 303
+                assert parse_qs(urlsplit(r.headers["Location"]).query)["password"] == \
+                    ["75a2705192c8"]
+                for bad in ({"uamip": "evil.example"}, {"uamip": "10.9.9.9"},
+                            {"uamip": "wifi.example"}, {"uamport": "x"},
+                            {"challenge": "nothex"}):
+                    r = await post(**bad)
+                    assert r.status == 400, bad
+                    assert "Location" not in r.headers
+                assert bodies[-1] == "This login address is not allowed."
+
+                limits = handle.app[CHILLI_LIMITS]
+                assert isinstance(limits, api.IpLimits)
+                limits.minute.clear()
+                limits.per_minute = 1
+                assert (await post()).status == 303
+                r = await post()
+                assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+        finally:
+            await stop_http(handle)
+    assert all(UAMSECRET not in b for b in bodies)
+
+
+async def test_chilli_logon_is_off_without_a_secret(tmp_path: Path) -> None:
+    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"]})
+    async with running_server(config, ManualClock()) as server:
+        handle = await start_http(server)
+        assert handle is not None
+        try:
+            form = {"uamip": "10.1.0.1", "uamport": "3990", "challenge": CHALLENGE,
+                    "username": "8701", "password": "1"}
+            async with aiohttp.ClientSession() as s, s.post(
+                    handle.url("/portal/chilli-logon"), data=form,
+                    allow_redirects=False) as r:
+                assert r.status == 404
+        finally:
+            await stop_http(handle)

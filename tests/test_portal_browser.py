@@ -47,17 +47,24 @@ class Rig:
         await self.page.click("#get")
 
 
-async def _rig(tmp_path: Path, kind: str, locale: str) -> AsyncIterator[Rig]:
+async def _rig(tmp_path: Path, kind: str, locale: str, uamsecret: str = "",
+               pap: bool = False, controller_secret: str | None = None,
+               ) -> AsyncIterator[Rig]:
+    """`uamsecret`: radiusd's [http] coovachilli_uamsecret and chilli's HS_UAMSECRET
+    (`controller_secret` when chilli's differs)."""
     chromium = require_peer("/usr/bin/chromium", "chromium")
     from playwright.async_api import async_playwright
 
     clock = ManualClock()
-    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"]}, sms={"provider": "file"})
+    config = loopback_config(
+        tmp_path, http={"listen": ["127.0.0.1:0"], "coovachilli_uamsecret": uamsecret},
+        sms={"provider": "file"})
     async with running_server(config, clock) as server:
         handle = await start_http(server)
         assert handle is not None
-        controller = TestController(nas_for(server, timeout=2.0, retries=1),
-                                    handle.url("/"), kind=kind)
+        controller = TestController(
+            nas_for(server, timeout=2.0, retries=1), handle.url("/"), kind=kind,
+            uamsecret=uamsecret if controller_secret is None else controller_secret, pap=pap)
         await controller.start()
         try:
             async with async_playwright() as pw:
@@ -216,3 +223,58 @@ async def test_coovachilli_page_get_password_then_login(tmp_path: Path) -> None:
         await page.fill("#password", code)
         await page.click("#submit")
         await page.locator("#status").filter(has_text="Вы подключены").wait_for()
+
+
+UAMSECRET = "s3cret-uam"
+
+
+@pytest.mark.parametrize("pap", [False, True], ids=["chap", "pap"])
+async def test_coovachilli_with_uamsecret_logs_on_through_radiusd(
+        tmp_path: Path, pap: bool) -> None:
+    """HS_UAMSECRET set: the page posts the code to radiusd, which answers the challenge
+    with the secret and sends the browser to chilli's /logon; chilli sends RADIUS with
+    CHAP-Challenge = MD5(challenge + uamsecret) (or the XORed-back PAP password)."""
+    async for rig in _rig(tmp_path, "chilli", "en", uamsecret=UAMSECRET, pap=pap):
+        page = rig.page
+        await page.goto(rig.controller.base + "/")
+        assert UAMSECRET not in await page.content()
+        await rig.get_password()
+        await page.locator("#status").filter(has_text="Password sent").wait_for()
+        code = await read_code(rig.server, E164, rig.sms)
+        await page.fill("#code", code)
+        await page.click("#submit")
+        await page.locator("#status").filter(has_text="You are connected").wait_for()
+        assert "res=success" in page.url
+        assert rig.controller.log[-3] == "logon " + ("password" if pap else "response")
+        assert rig.controller.log[-2].startswith("access accept")
+        assert UAMSECRET not in await page.content()
+        if not pap:
+            await rig.shot("13-chilli-uamsecret-connected")
+
+
+async def test_coovachilli_uamsecret_mismatch_is_refused(tmp_path: Path) -> None:
+    async for rig in _rig(tmp_path, "chilli", "en", uamsecret=UAMSECRET,
+                          controller_secret="another"):
+        page = rig.page
+        await page.goto(rig.controller.base + "/")
+        await rig.get_password()
+        await page.locator("#status").filter(has_text="Password sent").wait_for()
+        await page.fill("#code", await read_code(rig.server, E164, rig.sms))
+        await page.click("#submit")
+        await page.locator("#status").filter(has_text="Wrong password").wait_for()
+        assert rig.controller.log[-1].startswith("access reject")
+
+
+async def test_coovachilli_page_with_uamsecret(tmp_path: Path) -> None:
+    """portal/coovachilli/hotspotlogin.html with LOGON_SERVICE set: "Get password" and
+    the login both go through radiusd's /portal/chilli-logon."""
+    async for rig in _rig(tmp_path, "chilli-page", "en", uamsecret=UAMSECRET):
+        page = rig.page
+        await page.goto(rig.controller.base + "/")
+        await rig.get_password_on("#username")
+        await page.locator("#status").filter(has_text="Password sent by SMS").wait_for()
+        code = await read_code(rig.server, E164, rig.sms)
+        await page.fill("#password", code)
+        await page.click("#submit")
+        await page.locator("#status").filter(has_text="You are connected").wait_for()
+        assert rig.controller.log[-2].startswith("access accept")

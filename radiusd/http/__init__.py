@@ -1,6 +1,6 @@
 """HTTP front door in the same process: the "Get password" API for external portals,
-the hosted portal page (Rules §4), `/healthz` and `/metrics`. Off unless
-`[http] listen` is set.
+the hosted portal page (Rules §4) and its CoovaChilli logon, `/healthz` and `/metrics`.
+Off unless `[http] listen` is set.
 
     handle = await start_http(server)   # after the RADIUS listeners are up
     ...
@@ -19,8 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from radiusd.config import parse_listen
-from radiusd.http import api, portal
-from radiusd.http.keys import COUNTERS, DB_CACHE, IP_LIMITS, SERVER, TIMER
+from radiusd.http import api, chilli, portal
+from radiusd.http.keys import CHILLI_LIMITS, COUNTERS, DB_CACHE, IP_LIMITS, SERVER, TIMER
 from radiusd.http.metrics import HttpCounters, RadiusTimer
 
 log = logging.getLogger("radiusd.http")
@@ -64,8 +64,10 @@ def build_app(server: Any, timer: RadiusTimer | None = None) -> web.Application:
     app[COUNTERS] = HttpCounters()
     app[TIMER] = timer
     app[IP_LIMITS] = api.IpLimits(cfg.per_ip_per_minute, cfg.per_ip_hourly)
+    app[CHILLI_LIMITS] = api.IpLimits(chilli.PER_IP_PER_MINUTE, chilli.PER_IP_HOURLY)
     app[DB_CACHE] = {}
     app.router.add_get("/", portal.page)
+    app.router.add_post(chilli.PATH, chilli.logon)
     app.router.add_post("/api/v1/otp", api.otp)
     app.router.add_route("OPTIONS", "/api/v1/otp", api.preflight)
     app.router.add_get("/api/v1/openapi.json", api.openapi)

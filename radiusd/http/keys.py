@@ -12,4 +12,5 @@ SERVER: web.AppKey[Any] = web.AppKey("server", object)
 COUNTERS = web.AppKey("counters", HttpCounters)
 TIMER: web.AppKey[RadiusTimer | None] = web.AppKey("timer", object)  # type: ignore[arg-type]
 IP_LIMITS: web.AppKey[Any] = web.AppKey("ip_limits", object)
+CHILLI_LIMITS: web.AppKey[Any] = web.AppKey("chilli_limits", object)
 DB_CACHE: web.AppKey[dict[str, Any]] = web.AppKey("db_cache", dict)

@@ -9,6 +9,8 @@ login back to the controller, which then sends RADIUS to us:
   PAP, or `http-chap` (MD5(chap-id + password + chap-challenge), RFC 1994).
 - CoovaChilli UAM: `uamip`, `uamport`, `challenge`, `userurl`, `res`, `reply`, `uid`,
   `mac`; CHAP (`response`) by default, PAP (`password` XOR challenge) with `pap=1`.
+  With `[http] coovachilli_uamsecret` the page posts the login to
+  `/portal/chilli-logon`, which answers with the secret (`radiusd.http.chilli`).
 - Generic: `login_url` (form POST of `username` / `password`, renamed with
   `user_field` / `pass_field`), `dst`, `error`.
 
@@ -28,6 +30,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from radiusd.http import chilli
 from radiusd.http.keys import SERVER
 from radiusd.http.language import LANGUAGES, pick_language
 
@@ -109,8 +112,11 @@ def _url_ok(url: str, allowed_hosts: list[str]) -> bool:
     return not allowed_hosts or parts.hostname in allowed_hosts
 
 
-def controller(q: Mapping[str, str], allowed_hosts: list[str]) -> dict[str, Any]:
-    """What the redirect says about the controller; `kind` is "" when there is none."""
+def controller(q: Mapping[str, str], allowed_hosts: list[str],
+               chilli_logon: bool = False) -> dict[str, Any]:
+    """What the redirect says about the controller; `kind` is "" when there is none.
+    `chilli_logon` (a CoovaChilli uamsecret is configured): the page posts the
+    CoovaChilli login to `POST /portal/chilli-logon` instead of answering the challenge."""
     if q.get("link-login-only") or q.get("link-login"):
         target: dict[str, Any] = {
             "kind": "mikrotik",
@@ -136,6 +142,13 @@ def controller(q: Mapping[str, str], allowed_hosts: list[str]) -> dict[str, Any]
             "connected": q.get("res") in ("success", "already"),
             "username": q.get("uid", ""), "mac": q.get("mac", ""),
         }
+        if chilli_logon:
+            try:
+                chilli.uam_host(q["uamip"], allowed_hosts)
+            except chilli.BadLogon:
+                return {"kind": "", "error": "", "bad_target": True, "mac": target["mac"]}
+            target.update(logon=chilli.PATH, uamip=q["uamip"],
+                          uamport=port if port.isdigit() else "3990")
     elif q.get("login_url"):
         target = {
             "kind": "form", "url": q["login_url"],
@@ -159,8 +172,9 @@ def _template(name: str) -> Template:
 _PAGE = _template("portal.html")
 
 
-def render(lang: str, query: Mapping[str, str], allowed_hosts: list[str]) -> str:
-    target = controller(query, allowed_hosts)
+def render(lang: str, query: Mapping[str, str], allowed_hosts: list[str],
+           chilli_logon: bool = False) -> str:
+    target = controller(query, allowed_hosts, chilli_logon)
     ui = {k: v[lang] for k, v in UI.items()}
     message, kind = "", "info"
     if target.get("bad_target"):
@@ -190,7 +204,8 @@ async def page(request: web.Request) -> web.Response:
     query = {k: v for k, v in request.query.items()}
     lang = pick_language(query.get("lang"), request.headers.get("Accept-Language"),
                          server.config.otp.language)
-    html = render(lang, query, server.config.http.portal_login_hosts)
+    cfg = server.config.http
+    html = render(lang, query, cfg.portal_login_hosts, bool(cfg.coovachilli_uamsecret))
     return web.Response(text=html, content_type="text/html", charset="utf-8", headers={
         "Cache-Control": "no-store",
         "Content-Language": lang,

@@ -1,5 +1,6 @@
 /* The portal page: "Get password" asks /api/v1/otp, "Log in" submits to the controller
-   (MikroTik PAP / http-chap, CoovaChilli UAM CHAP / PAP, or a generic form POST). */
+   (MikroTik PAP / http-chap, CoovaChilli UAM CHAP / PAP — through radiusd's
+   /portal/chilli-logon when chilli has a uamsecret — or a generic form POST). */
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("portal-data").textContent);
@@ -83,6 +84,12 @@
       }
       post(target.url, { username: user, password: secret, dst: target.dst || "",
                          popup: "true" });
+    } else if (target.kind === "chilli" && target.logon) {
+      /* chilli has a uamsecret: radiusd answers the challenge and redirects to /logon */
+      post(target.logon, { uamip: target.uamip, uamport: target.uamport,
+                           challenge: target.challenge, userurl: target.dst || "",
+                           pap: target.pap ? "1" : "", username: user, password: password,
+                           lang: data.lang });
     } else if (target.kind === "chilli") {
       var q = "username=" + encodeURIComponent(user);
       if (target.pap || !target.challenge) {
