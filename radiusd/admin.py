@@ -243,6 +243,10 @@ def _journal_show(args: argparse.Namespace, config: Config, now: float) -> int:
     with _database(config) as conn:
         entry = journal.get_entry(conn, entry_id)
         events = journal.history(conn, entry_id)
+        conn.row_factory = sqlite3.Row
+        first = conn.execute("SELECT * FROM journal WHERE id = ?", (entry_id,)).fetchone()
+    # Replayed from the entry as first written, so each change shows what it replaced.
+    values: dict[str, object] = dict(first) if first else {}
     print(f"entry {entry.id}")
     for field in journal.FIELDS:
         value = getattr(entry, field)
@@ -255,10 +259,17 @@ def _journal_show(args: argparse.Namespace, config: Config, now: float) -> int:
     for ev in events:
         line = f"  {_shown(ev.at)}  {ev.event:<8} by {ev.actor}"
         if "field" in ev.detail:
-            value = ev.detail["value"]
-            if ev.detail["field"] in journal.TIME_FIELDS:
-                value = _shown(value)
-            line += f": {ev.detail['field']} = {value}"
+            field, value = ev.detail["field"], ev.detail.get("value")
+            if field == "document_number":  # never shown (Rules §10 data minimisation)
+                print(line + ": document_number corrected")
+                continue
+            old = values.get(field)
+            values[field] = value
+            if field in journal.TIME_FIELDS:
+                value, old = _shown(value), (_shown(old) if isinstance(old, float) else old)
+            line += f": {field} = {value}"
+            if ev.event == "correct" and old not in (None, ""):
+                line += f" (was {old})"
         if ev.detail.get("reason"):
             line += f" ({ev.detail['reason']})"
         print(line)
@@ -343,8 +354,8 @@ def _purge(args: argparse.Namespace, config: Config, now: float) -> int:
         days = keep
     else:
         if not args.older_than.isdigit() or int(args.older_than) < 1:
-            raise UsageError(f"--older-than {args.older_than!r}: give a whole number of days, "
-                             "e.g. --older-than 365")
+            raise UsageError(f"--older-than {args.older_than!r}: give a whole number of "
+                             "days, 1 or more, e.g. --older-than 365")
         days = int(args.older_than)
         if keep and days < keep:
             raise UsageError(f"--older-than {days} is less than [journal] retention_days = "

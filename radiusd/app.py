@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import signal
+import sqlite3
 import time
 from typing import Any
 
@@ -64,7 +65,11 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
-        await self.store.open()
+        try:
+            await self.store.open()
+        except (OSError, sqlite3.Error) as e:
+            raise OSError(f"database.path: cannot open {cfg.database.path!r}: "
+                          f"{getattr(e, 'strerror', None) or e}") from e
         self.sealer = Sealer.from_config(cfg.otp)
         self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer)
         await self._load_book()
@@ -168,6 +173,12 @@ class Server:
             log.warning("client %s uses FreeRADIUS's well-known default secret: fine on "
                         "loopback for a trial, never on a network", ", ".join(names))
         log.info("database %s", self.config.database.path)
+        sms = self.config.sms
+        where = {"file": sms.file.path, "kannel": sms.kannel.url, "http": sms.http.url,
+                 "smpp": f"{sms.smpp.host}:{sms.smpp.port}"}.get(sms.provider, "")
+        log.info("SMS provider %s%s", sms.provider, f" ({where})" if where else "")
+        for warning in self.config.warnings():
+            log.warning("%s", warning)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop reading, let in-flight requests finish and reply, flush the store."""

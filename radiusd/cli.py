@@ -51,6 +51,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  client {c.name}: {', '.join(addrs)} "
               f"(require_message_authenticator={str(c.require_message_authenticator).lower()})")
     print(f"  database {config.database.path}")
+    for warning in config.warnings():
+        print(f"  warning: {warning}")
     print(f"  sms provider {config.sms.provider}")
     if config.http.listen:
         print(f"  http on {', '.join(config.http.listen)}")
@@ -95,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as e:
-        print(f"radiusd: {e}", file=sys.stderr)
+        for line in str(e).splitlines():
+            print(f"radiusd: {line}", file=sys.stderr)
         return 1
     except UsageError as e:
         print(f"radiusd: {e}", file=sys.stderr)

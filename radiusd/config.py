@@ -28,7 +28,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has types, so "6" for a number is a mistake to report, not coerce.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -276,6 +277,24 @@ class Config(_Section):
     # file are relative to the working directory, as with FreeRADIUS's -d.
     source: str | None = Field(default=None, exclude=True)
 
+    def warnings(self) -> list[str]:
+        """Valid but probably not meant: said by check-config and at start."""
+        out: list[str] = []
+        seen: dict[str, str] = {}
+        for c in self.clients:
+            items = [c.address] if isinstance(c.address, str) else c.address
+            for item in items:
+                net = ipaddress.ip_network(item, strict=False)
+                if "/" in item and str(net) != item.strip() and \
+                        net.network_address != ipaddress.ip_address(item.split("/")[0]):
+                    out.append(f"clients ({c.name}): address {item!r} has host bits set; "
+                               f"it trusts the whole network {net}")
+                if str(net) in seen:
+                    out.append(f"clients ({c.name}): {net} is also client "
+                               f"{seen[str(net)]!r}; the first one listed answers")
+                seen.setdefault(str(net), c.name)
+        return out
+
     @model_validator(mode="after")
     def _client_names_unique(self) -> Config:
         seen: set[str] = set()
@@ -304,16 +323,47 @@ def _key_path(loc: tuple[int | str, ...], data: Any) -> str:
     return out or "(top level)"
 
 
+# pydantic's words -> what to write in the TOML file instead.
+_PLAIN = {
+    "missing": "missing: add this key",
+    "string_type": 'must be text in quotes, e.g. "..."',
+    "string_too_short": "must not be empty",
+    "list_type": 'must be a list in brackets, e.g. ["..."]',
+    "int_type": "must be a whole number without quotes, e.g. 6",
+    "int_parsing": "must be a whole number without quotes, e.g. 6",
+    "int_from_float": "must be a whole number without quotes, e.g. 6",
+    "float_type": "must be a number without quotes, e.g. 5.0",
+    "float_parsing": "must be a number without quotes, e.g. 5.0",
+    "bool_type": "must be true or false, without quotes",
+    "bool_parsing": "must be true or false, without quotes",
+    "dict_type": "must be a table, e.g. [section] or { key = \"value\" }",
+    "model_type": "must be a table, e.g. [section]",
+}
+
+
 def format_validation_error(err: ValidationError, source: str, data: Any) -> str:
+    """One line per problem, unknown keys first (a typo explains the "missing" that
+    follows it), each naming the file and the key and saying what to write."""
     lines = []
     for e in err.errors():
         key = _key_path(tuple(e["loc"]), data)
+        kind = e["type"]
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
+        if kind == "extra_forbidden":
             msg = "unknown key (see radiusd.example.toml for the keys there are)"
-        lines.append(f"{source}: {key}: {msg}")
+        elif kind in _PLAIN:
+            msg = _PLAIN[kind]
+            if kind == "string_too_short" and key.endswith("secret"):
+                msg = "must not be empty: give the shared secret the NAS uses"
+            if kind == "missing" and key.endswith("secret"):
+                msg = 'missing: add secret = "..." (the shared secret the NAS uses)'
+        elif kind in ("literal_error", "greater_than_equal", "greater_than",
+                      "less_than_equal"):
+            msg = msg.replace("Input should be", "must be")
+        lines.append((kind != "extra_forbidden", f"{source}: {key}: {msg}"))
+    lines.sort(key=lambda item: item[0])  # stable: unknown keys first
     # A union (e.g. "auto" | true | false) reports once per member; say it once.
-    return "\n".join(dict.fromkeys(lines))
+    return "\n".join(dict.fromkeys(text for _, text in lines))
 
 
 def load(path: str | Path | None) -> Config:
@@ -325,7 +375,8 @@ def load(path: str | Path | None) -> Config:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{source}: no such file (run without -c for the defaults)") from None
+        raise ConfigError(f"{source}: no such file; check the path (radiusd.example.toml "
+                          "documents every key)") from None
     except PermissionError:
         raise ConfigError(f"{source}: not readable by this user") from None
     except IsADirectoryError:

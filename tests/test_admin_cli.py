@@ -200,7 +200,8 @@ def test_correct_and_show_history(cli: Cli) -> None:
             "--reason", "typed without Kazakh letters")
     assert "Әбілқасымов" in p.stdout
     shown = cli("journal", "show", "1").stdout
-    assert "surname = Әбілқасымов (typed without Kazakh letters)" in shown
+    # The history shows what the correction replaced, and why.
+    assert "surname = Әбілқасымов (was Абилкасымов) (typed without Kazakh letters)" in shown
     assert re.search(r"open\s+by \S+", shown)
     assert "1*" in cli("journal", "list").stdout
     assert json.loads(cli("journal", "export", "--format", "json").stdout)[0]["surname"] == (

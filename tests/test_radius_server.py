@@ -664,3 +664,18 @@ async def test_stop_lets_an_in_flight_request_finish_and_reply(
     with sqlite3.connect(tmp_path / "radiusd.db") as db:
         n = db.execute("SELECT count(*) FROM sessions WHERE acct_session_id = 'in-flight-1'")
         assert n.fetchone()[0] == 1
+
+
+async def test_wrong_secret_is_logged_once_a_minute_while_it_happens(
+    server: Server, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The most common NAS misconfiguration shows in the log, not only in counters."""
+    caplog.set_level(logging.WARNING, logger="radiusd.radius")
+    wrong = quick(server)
+    wrong.secret = b"not-the-secret"
+    for _ in range(3):
+        with pytest.raises(NoReply):
+            await wrong.send(wrong.status_server())
+    lines = [r.getMessage() for r in caplog.records if "shared secret" in r.getMessage()]
+    assert len(lines) == 1
+    assert "client localhost" in lines[0] and "testing123" not in lines[0]

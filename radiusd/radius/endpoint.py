@@ -40,6 +40,18 @@ ACCEPTED_CODES: dict[Port, frozenset[int]] = {
 }
 
 
+_HINTS = {
+    "bad_authenticator": "the Accounting-Request authenticator does not verify: "
+                         "is the shared secret the same on the NAS?",
+    "bad_message_authenticator": "its Message-Authenticator does not verify: is the "
+                                 "shared secret the same on the NAS?",
+    "missing_message_authenticator": "no Message-Authenticator, and this client must send "
+                                     "one (require_message_authenticator, or Status-Server)",
+    "proxy_state_without_message_authenticator": "unsigned Access-Request with Proxy-State "
+                                                 "(the BlastRADIUS pattern)",
+}
+
+
 @dataclass(slots=True)
 class Resend:
     data: bytes
@@ -95,6 +107,7 @@ class Endpoint:
             return self._drop("unexpected_code")
         reason = self._authenticate(packet.code, packet, client, host)
         if reason:
+            self._log_rejected(reason, client, host, now)
             return self._drop(reason)
         key: DedupKey = (host, source[1], packet.code, packet.identifier, packet.authenticator)
         cached = self.dedup.lookup(key, now)
@@ -161,13 +174,28 @@ class Endpoint:
         self.dedup.forget(action.key)
         self.stats.drop(reason)
 
-    def _log_unknown(self, host: str, now: float) -> None:
-        last = self._unknown_logged.get(host)
+    def _due(self, key: str, now: float) -> bool:
+        """At most one log line a minute per key, in bounded memory (spoofed floods)."""
+        last = self._unknown_logged.get(key)
         if last is not None and now - last < self.UNKNOWN_LOG_INTERVAL:
-            return
+            return False
         if len(self._unknown_logged) > 10_000:
             self._unknown_logged.clear()
-        self._unknown_logged[host] = now
+        self._unknown_logged[key] = now
+        return True
+
+    def _log_rejected(self, reason: str, client: Client, host: str, now: float) -> None:
+        """The drops that mean a misconfigured NAS (the secret, above all) are worth a
+        line in the log while it happens, not only in the counters."""
+        hint = _HINTS.get(reason)
+        if hint is None or not self._due(f"{reason}/{client.name}/{host}", now):
+            return
+        log.warning("request from %s (client %s) dropped: %s (logged at most once a "
+                    "minute per address and reason)", host, client.name, hint)
+
+    def _log_unknown(self, host: str, now: float) -> None:
+        if not self._due(host, now):
+            return
         log.warning(
             "request from %s dropped: no client matches that address "
             "(add a [[clients]] entry; logged at most once a minute per address)",
