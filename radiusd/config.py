@@ -168,6 +168,12 @@ class SmsConfig(_Section):
     # Message templates by language with "{code}"; empty means the built-in text.
     templates: dict[Literal["kk", "ru", "en"], str] = {}
 
+    @model_validator(mode="after")
+    def _provider_configured(self) -> SmsConfig:
+        if self.provider == "http" and not self.http.url:
+            raise ValueError('[sms] provider = "http" needs [sms.http] url = "https://..."')
+        return self
+
     @field_validator("templates")
     @classmethod
     def _templates_have_code(cls, v: dict[str, str]) -> dict[str, str]:

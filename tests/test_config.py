@@ -66,3 +66,9 @@ def test_check_config_warns_about_host_bits_and_shadowed_networks(
 def test_a_missing_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: no such file; check the path"):
         load(tmp_path / "nope.toml")
+
+
+def test_http_sms_provider_without_a_url_is_refused_by_check_config(tmp_path: Path) -> None:
+    path = write(tmp_path, '[sms]\nprovider = "http"\n')
+    with pytest.raises(ConfigError, match=r'sms: \[sms\] provider = "http" needs \[sms\.http\] url'):
+        load(path)

@@ -23,6 +23,7 @@ import aiohttp
 
 from radiusd.config import SmsHttpConfig
 from radiusd.sms import SendResult, mask
+from radiusd.sms.gateway import Session, temporary
 
 log = logging.getLogger("radiusd.sms.http")
 
@@ -72,7 +73,7 @@ class HttpProvider:
 
                 raise ConfigError(f"sms.http.body: not valid JSON ({e.msg})") from None
         self.cfg = cfg
-        self._session: aiohttp.ClientSession | None = None
+        self._session = Session(cfg.timeout_seconds)
 
     def request(self, to: str, text: str) -> dict[str, Any]:
         """What aiohttp is asked to send (method, url and params/json/data)."""
@@ -88,11 +89,8 @@ class HttpProvider:
         return out
 
     async def send(self, to: str, text: str) -> SendResult:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_seconds))
         try:
-            async with self._session.request(**self.request(to, text)) as resp:
+            async with self._session.get().request(**self.request(to, text)) as resp:
                 status = resp.status
                 raw = await resp.text(errors="replace")
         except TimeoutError:
@@ -113,12 +111,10 @@ class HttpProvider:
             detail += f", {self.cfg.success_field} is {value!r}"
             log.warning("SMS gateway refused the SMS to %s: %s", mask(to), detail)
             return SendResult("failed", detail)
-        if status >= 500 or status in (408, 429):
+        if temporary(status):
             return SendResult("retry", detail)
         log.warning("SMS gateway refused the SMS to %s: %s", mask(to), detail)
         return SendResult("failed", detail)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()

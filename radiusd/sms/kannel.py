@@ -11,13 +11,13 @@ password and the code.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import aiohttp
 
 from radiusd.config import SmsKannelConfig
 from radiusd.sms import SendResult, mask
+from radiusd.sms.gateway import Session, temporary
 from radiusd.sms.text import is_gsm7
 
 log = logging.getLogger("radiusd.sms.kannel")
@@ -30,7 +30,7 @@ class KannelProvider:
 
     def __init__(self, cfg: SmsKannelConfig) -> None:
         self.cfg = cfg
-        self._session: aiohttp.ClientSession | None = None
+        self._session = Session(cfg.timeout_seconds)
 
     def params(self, to: str, text: str) -> dict[str, str]:
         out = {"username": self.cfg.username, "password": self.cfg.password,
@@ -40,11 +40,9 @@ class KannelProvider:
         return out
 
     async def send(self, to: str, text: str) -> SendResult:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_seconds))
         try:
-            async with self._session.get(self.cfg.url, params=self.params(to, text)) as resp:
+            session = self._session.get()
+            async with session.get(self.cfg.url, params=self.params(to, text)) as resp:
                 body = (await resp.text(errors="replace")).strip()
                 status = resp.status
         except TimeoutError:
@@ -56,13 +54,10 @@ class KannelProvider:
             if body.startswith(ACCEPTED) or not body[:2].rstrip(":").isdigit():
                 return SendResult("sent", detail)
             return SendResult("retry", detail)  # another numbered smsbox answer
-        if status >= 500 or status in (408, 429):
+        if temporary(status):
             return SendResult("retry", detail)
         log.warning("Kannel refused the SMS to %s: %s", mask(to), detail)
         return SendResult("failed", detail)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-            await asyncio.sleep(0)  # let aiohttp close its connector
+        await self._session.close()
