@@ -247,11 +247,20 @@ class HttpConfig(_Section):
     # POST /api/v1/otp per client IP, on top of the RADIUS limits (Rules §6 costs money).
     per_ip_per_minute: int = Field(default=5, ge=1)
     per_ip_hourly: int = Field(default=30, ge=1)
+    # All of POST /api/v1/otp together, per minute: below [otp] global_per_minute, so
+    # abuse over the web cannot use up the budget of people at the NAS login pages.
+    api_per_minute: int = Field(default=100, ge=1)
     # Reverse proxies whose X-Forwarded-For is believed (exact IP addresses).
     trusted_proxies: list[str] = []
-    # Hosts the portal may send a login to (link-login-only, uamip, login_url);
-    # empty: any. Set it on a public server so the page cannot be used to phish codes.
+    # Hosts the portal may send a login to (link-login-only, uamip, login_url).
+    # Empty: IP addresses in private, link-local and loopback ranges only (where
+    # controllers live), so a crafted link cannot send a user's code elsewhere.
+    # List names or addresses to allow them; "*" allows any host (not advised).
     portal_login_hosts: list[str] = []
+    # Web origins whose pages may call POST /api/v1/otp from a browser (CORS), e.g.
+    # ["https://portal.example"]. Empty: same-origin pages and non-browser callers only,
+    # so other websites cannot make their visitors' browsers send SMS.
+    allowed_origins: list[str] = []
     # CoovaChilli's uamsecret (HS_UAMSECRET). Set: the hosted page posts the CoovaChilli
     # login to POST /portal/chilli-logon, which answers the challenge with the secret
     # and redirects to chilli's /logon. Empty: the browser answers it (no uamsecret).

@@ -12,7 +12,10 @@ import pytest
 
 from radiusd.app import Server
 from radiusd.clock import ManualClock
+from radiusd.config import ClientConfig
 from radiusd.http import HttpHandle, start_http, stop_http
+from radiusd.http.api import IpLimits, limit_key
+from radiusd.radius.clients import ClientTable
 from radiusd.testing.server import loopback_config, nas_for, running_server
 
 PHONE = "8 701 234 56 78"
@@ -20,7 +23,8 @@ PHONE = "8 701 234 56 78"
 
 @pytest.fixture
 async def http(tmp_path: Path, clock: ManualClock) -> AsyncIterator[tuple[Server, HttpHandle]]:
-    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"], "per_ip_per_minute": 3})
+    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"], "per_ip_per_minute": 3,
+                                             "allowed_origins": ["https://portal.example"]})
     async with running_server(config, clock) as server:
         handle = await start_http(server)
         assert handle is not None
@@ -85,7 +89,9 @@ async def test_second_request_too_soon_is_429_with_retry_after(
 
 async def test_one_client_ip_is_limited_across_numbers(http: tuple[Server, HttpHandle],
                                                        clock: ManualClock) -> None:
-    _, handle = http
+    server, handle = http
+    # A caller that is not one of our NAS (a NAS's NAT gets NAS_FACTOR times more).
+    server.clients = ClientTable([ClientConfig(name="far", address="192.0.2.1", secret="s")])
     for n in range(3):
         assert (await _post(handle, {"phone": f"8 701 234 56 7{n}"}))[0] == 202
     status, body, r = await _post(handle, {"phone": "8 701 234 56 79"})
@@ -106,13 +112,46 @@ async def test_language_from_body_then_accept_language(http: tuple[Server, HttpH
     assert body["message"].startswith("Это не номер телефона")
 
 
-async def test_not_json_is_400(http: tuple[Server, HttpHandle]) -> None:
-    _, handle = http
-    async with aiohttp.ClientSession() as s, \
-            s.post(handle.url("/api/v1/otp"), data=b"phone=1") as r:
-        assert r.status == 400
-        assert (await r.json())["error"] == "bad_request"
+async def test_not_json_is_refused(http: tuple[Server, HttpHandle]) -> None:
+    """Form and text/plain bodies are what other sites can send without a preflight."""
+    server, handle = http
+    for ctype in ("application/x-www-form-urlencoded", "text/plain"):
+        async with aiohttp.ClientSession() as s, s.post(
+                handle.url("/api/v1/otp"), data=b'{"phone": "8 701 234 56 78"}',
+                headers={"Content-Type": ctype}) as r:
+            assert r.status == 415
+            assert (await r.json())["message"] == "send Content-Type: application/json"
     assert (await _post(handle, ["not", "an", "object"]))[0] == 400
+    assert await server.store.fetchall("SELECT id FROM sms_outbox") == []
+
+
+async def test_other_websites_cannot_make_browsers_send_sms(
+        http: tuple[Server, HttpHandle]) -> None:
+    server, handle = http
+    status, body, r = await _post(handle, {"phone": "8 701 234 56 78"},
+                                  Origin="https://evil.example")
+    assert status == 403 and body["error"] == "forbidden_origin"
+    assert "Access-Control-Allow-Origin" not in r.headers
+    status, _, r = await _post(handle, {"phone": "8 701 234 56 78"},
+                               Origin="https://portal.example")
+    assert status == 202 and r.headers["Access-Control-Allow-Origin"] == "https://portal.example"
+    assert len(await server.store.fetchall("SELECT id FROM sms_outbox")) == 1  # only the listed
+
+
+async def test_a_nas_address_gets_a_larger_ip_budget(http: tuple[Server, HttpHandle]) -> None:
+    """The hotspot's browsers come through its NAT (127.0.0.1 is the localhost client)."""
+    _, handle = http
+    for n in range(10):
+        assert (await _post(handle, {"phone": f"8 701 234 56 {n:02d}"}))[0] == 202
+
+
+def test_ipv6_clients_are_counted_per_64() -> None:
+    limits = IpLimits(per_minute=2, per_hour=100)
+    assert limits.check("2001:db8:1:2::1", 0.0) == 0
+    assert limits.check("2001:db8:1:2::ffff", 0.0) == 0
+    assert limits.check("2001:db8:1:2:abcd::9", 0.0) > 0  # same /64: limited
+    assert limits.check("2001:db8:1:3::1", 0.0) == 0  # another /64
+    assert limit_key("::ffff:192.0.2.7") == "192.0.2.7"
 
 
 async def test_cors_preflight_lets_an_external_portal_call(http: tuple[Server, HttpHandle]
@@ -121,7 +160,10 @@ async def test_cors_preflight_lets_an_external_portal_call(http: tuple[Server, H
     async with aiohttp.ClientSession() as s, s.options(handle.url("/api/v1/otp"), headers={
             "Origin": "https://portal.example", "Access-Control-Request-Method": "POST"}) as r:
         assert r.status == 204
-        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert r.headers["Access-Control-Allow-Origin"] == "https://portal.example"
+    async with aiohttp.ClientSession() as s, s.options(handle.url("/api/v1/otp"), headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}) as r:
+        assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
 
 
 async def test_healthz_reports_store_and_sms_worker(http: tuple[Server, HttpHandle]) -> None:
@@ -227,3 +269,22 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
     assert client_ip(req, []) == "127.0.0.1"
     assert client_ip(req, ["127.0.0.1"]) == "10.0.0.7"
     assert client_ip(req, ["127.0.0.1", "10.0.0.7"]) == "10.9.9.9"
+
+
+async def test_the_api_has_its_own_budget_below_the_global_one(
+        tmp_path: Path, clock: ManualClock) -> None:
+    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"], "api_per_minute": 2})
+    async with running_server(config, clock) as server:
+        handle = await start_http(server)
+        assert handle is not None
+        try:
+            for n in range(2):
+                assert (await _post(handle, {"phone": f"8 701 234 56 7{n}"}))[0] == 202
+            status, body, _ = await _post(handle, {"phone": "8 701 234 56 79"})
+            assert (status, body["error"]) == (429, "busy")
+            # RADIUS "Get password" still has the rest of [otp] global_per_minute.
+            nas = nas_for(server, timeout=1, retries=1)
+            answer = await nas.send(nas.access_request("8 701 234 56 79", ""))
+            assert answer.get("Reply-Message").startswith("Password sent by SMS")
+        finally:
+            await stop_http(handle)

@@ -63,7 +63,7 @@ def build_app(server: Any, timer: RadiusTimer | None = None) -> web.Application:
     app[SERVER] = server
     app[COUNTERS] = HttpCounters()
     app[TIMER] = timer
-    app[IP_LIMITS] = api.IpLimits(cfg.per_ip_per_minute, cfg.per_ip_hourly)
+    app[IP_LIMITS] = api.IpLimits(cfg.per_ip_per_minute, cfg.per_ip_hourly, cfg.api_per_minute)
     app[CHILLI_LIMITS] = api.IpLimits(chilli.PER_IP_PER_MINUTE, chilli.PER_IP_HOURLY)
     app[DB_CACHE] = {}
     app.router.add_get("/", portal.page)

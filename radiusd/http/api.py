@@ -25,37 +25,89 @@ from radiusd.otp import HOUR, MINUTE, Issued, Window
 
 # Refusals that are the user's input (400) versus limits (429 + Retry-After).
 BAD_INPUT = {"not_a_number", "not_mobile", "region_not_allowed", "no_login"}
-CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Content-Type, Accept-Language",
-        "Access-Control-Max-Age": "600"}
+CORS_METHODS = {"Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type, Accept-Language",
+                "Access-Control-Max-Age": "600", "Vary": "Origin"}
+NAS_FACTOR = 20  # a hotspot's browsers reach us through its NAT: one address, many users
+
+
+def limit_key(ip: str) -> str:
+    """What one client is: an IPv4 address, or an IPv6 /64 (one host can rotate through
+    a whole /64, so counting full IPv6 addresses limits nothing)."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
 
 
 class IpLimits:
-    """Per client IP: at most `per_minute` and `per_hour` "Get password" presses."""
+    """Per client (IPv4 address or IPv6 /64): at most `per_minute` and `per_hour`
+    "Get password" presses; memory bounded, pruning at most once a minute."""
 
-    def __init__(self, per_minute: int, per_hour: int) -> None:
+    MAX_KEYS = 100_000
+
+    def __init__(self, per_minute: int, per_hour: int, total_per_minute: int = 0) -> None:
         self.per_minute = per_minute
         self.per_hour = per_hour
+        self.total_per_minute = total_per_minute  # 0: no API-wide budget
+        self.total = Window(MINUTE)
         self.minute: dict[str, Window] = {}
         self.hour: dict[str, Window] = {}
+        self._pruned = 0.0
 
-    def check(self, ip: str, now: float) -> float:
+    def check(self, ip: str, now: float, factor: int = 1) -> float:
         """0 when allowed (and counted), else the seconds to wait."""
-        for table, span, cap in ((self.minute, MINUTE, self.per_minute),
-                                 (self.hour, HOUR, self.per_hour)):
-            w = table.get(ip)
+        key = limit_key(ip)
+        for table, span, cap in ((self.minute, MINUTE, self.per_minute * factor),
+                                 (self.hour, HOUR, self.per_hour * factor)):
+            w = table.get(key)
             if w is not None and w.count(now) >= cap:
                 return w.oldest() + span - now
-        for table, span in ((self.minute, MINUTE), (self.hour, HOUR)):
-            table.setdefault(ip, Window(span)).events.append(now)
-        if len(self.hour) > 100_000:
+        if len(self.hour) >= self.MAX_KEYS and now - self._pruned >= MINUTE:
             self.prune(now)
+        if len(self.hour) >= self.MAX_KEYS and key not in self.hour:
+            # Still full of live keys: forget the oldest tenth (insertion order).
+            for table in (self.minute, self.hour):
+                for old in list(table)[: self.MAX_KEYS // 10]:
+                    del table[old]
+        for table, span in ((self.minute, MINUTE), (self.hour, HOUR)):
+            table.setdefault(key, Window(span)).events.append(now)
+        self.total.events.append(now)
+        return 0.0
+
+    def total_wait(self, now: float) -> float:
+        """0 while the API-wide budget lasts, else the seconds until it does again."""
+        if self.total_per_minute and self.total.count(now) >= self.total_per_minute:
+            return self.total.oldest() + MINUTE - now
         return 0.0
 
     def prune(self, now: float) -> None:
+        self._pruned = now
         for table in (self.minute, self.hour):
             for key in [k for k, w in table.items() if not w.count(now)]:
                 del table[key]
+
+
+def cors_headers(request: web.Request, allowed: list[str]) -> dict[str, str]:
+    """CORS only for the web origins the operator listed (`[http] allowed_origins`)."""
+    origin = request.headers.get("Origin")
+    if origin and origin in allowed:
+        return {"Access-Control-Allow-Origin": origin, **CORS_METHODS}
+    return {}
+
+
+def origin_refused(request: web.Request, allowed: list[str]) -> bool:
+    """A browser on another site (its Origin is neither ours nor listed): refuse, so
+    other websites cannot make their visitors' browsers send SMS."""
+    origin = request.headers.get("Origin")
+    if not origin or origin in allowed:
+        return False
+    return origin != f"{request.scheme}://{request.host}"
 
 
 def client_ip(request: web.Request, trusted: list[str]) -> str:
@@ -76,7 +128,7 @@ def client_ip(request: web.Request, trusted: list[str]) -> str:
 
 def _json(data: dict[str, Any], status: int, headers: dict[str, str] | None = None,
           ) -> web.Response:
-    return web.json_response(data, status=status, headers={**CORS, **(headers or {})},
+    return web.json_response(data, status=status, headers=headers,
                              dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
 
@@ -84,6 +136,25 @@ async def otp(request: web.Request) -> web.Response:
     """POST /api/v1/otp {"phone": "...", "device": "AA:BB:..", "language": "ru"}."""
     server = request.app[SERVER]
     counters = request.app[COUNTERS]
+    allowed = server.config.http.allowed_origins
+    cors = cors_headers(request, allowed)
+    response = await _otp(request, server, counters)
+    response.headers.update(cors)
+    return response
+
+
+async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response:
+    if origin_refused(request, server.config.http.allowed_origins):
+        counters.otp["forbidden_origin"] += 1
+        return _json({"error": "forbidden_origin",
+                      "message": "this origin may not call the API; the operator lists "
+                                 "allowed ones in [http] allowed_origins"}, 403)
+    if request.content_type != "application/json":
+        # Browsers send text/plain and form bodies cross-site without asking first;
+        # JSON makes them ask (a CORS preflight), which other sites then fail.
+        counters.otp["bad_request"] += 1
+        return _json({"error": "bad_request",
+                      "message": "send Content-Type: application/json"}, 415)
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
@@ -109,7 +180,13 @@ async def otp(request: web.Request) -> web.Response:
                       "message": messages.text(refused.reason, lang)}, 400)
     now = server.clock.now()
     ip = client_ip(request, server.config.http.trusted_proxies)
-    wait = request.app[IP_LIMITS].check(ip, now)
+    limits = request.app[IP_LIMITS]
+    busy = limits.total_wait(now)
+    if busy > 0:
+        counters.otp["api_busy"] += 1
+        return _refused("busy", messages.text("busy", lang), busy)
+    factor = NAS_FACTOR if server.clients.find(ip) is not None else 1
+    wait = limits.check(ip, now, factor)
     if wait > 0:
         counters.otp["ip_limit"] += 1
         return _refused("ip_limit", messages.text("device_limit", lang), wait)
@@ -133,8 +210,9 @@ def _refused(reason: str, message: str, wait: float) -> web.Response:
 
 
 async def preflight(request: web.Request) -> web.Response:
-    """CORS: an external portal on another origin may call the API from the browser."""
-    return web.Response(status=204, headers=CORS)
+    """CORS: an external portal on a listed origin may call the API from the browser."""
+    cors = cors_headers(request, request.app[SERVER].config.http.allowed_origins)
+    return web.Response(status=204 if cors else 403, headers=cors)
 
 
 async def healthz(request: web.Request) -> web.Response:
