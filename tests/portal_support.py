@@ -2,7 +2,7 @@
 
 `TestController` is a small aiohttp site that plays the NAS the way MikroTik Hotspot
 (external portal, `http-chap`) and CoovaChilli (UAM, CHAP or PAP, with or without a
-uamsecret, as chilli's redir.c does) do: a visit to any page
+uamsecret, as chilli's redir.c does, including the `md=` signature) do: a visit to any page
 redirects to the portal with the controller's parameters; the portal's login comes
 back here, and this turns it into a real RADIUS Access-Request (via `SimulatedNAS`)
 to radiusd. On Access-Accept it sends Accounting Start and shows a status page with a
@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from yarl import URL
 
 from radiusd.testing.nas import SimulatedNAS
 
@@ -40,6 +41,12 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
 def octal(data: bytes) -> str:
     """How MikroTik writes $(chap-id) and $(chap-challenge): `\\ooo` per byte."""
     return "".join(f"\\{b:03o}" for b in data)
+
+
+def chilli_md(url: str, uamsecret: str) -> str:
+    """chilli's redir.c redir_md_param: uppercase hex MD5(the redirect URL so far +
+    uamsecret), appended as `&md=`."""
+    return hashlib.md5(url.encode() + uamsecret.encode()).hexdigest().upper()
 
 
 _IF = re.compile(r"\$\(if ([\w-]+)\)((?:(?!\$\(if ).)*?)\$\(endif\)", re.S)
@@ -133,7 +140,11 @@ class TestController:
             if self.pap:
                 params["pap"] = "1"
         params.update(extra)
-        return self.portal + "?" + urlencode(params)
+        # as aiohttp will send it in Location (yarl leaves `:` and `/` unescaped)
+        url = str(URL(self.portal + "?" + urlencode(params)))
+        if self.uamsecret and not self.kind.startswith("mikrotik"):
+            url += "&md=" + chilli_md(url, self.uamsecret)
+        return url
 
     async def intercept(self, request: web.Request) -> web.Response:
         """Any page before login: the walled garden sends the browser to the portal."""

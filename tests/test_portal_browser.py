@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -238,6 +239,9 @@ async def test_coovachilli_with_uamsecret_logs_on_through_radiusd(
         page = rig.page
         await page.goto(rig.controller.base + "/")
         assert UAMSECRET not in await page.content()
+        # the language link keeps chilli's signed query (md=) byte for byte
+        await page.click("a[hreflang=en]")
+        await page.wait_for_url("**&md=*&lang=en")
         await rig.get_password()
         await page.locator("#status").filter(has_text="Password sent").wait_for()
         code = await read_code(rig.server, E164, rig.sms)
@@ -261,8 +265,10 @@ async def test_coovachilli_uamsecret_mismatch_is_refused(tmp_path: Path) -> None
         await page.locator("#status").filter(has_text="Password sent").wait_for()
         await page.fill("#code", await read_code(rig.server, E164, rig.sms))
         await page.click("#submit")
-        await page.locator("#status").filter(has_text="Wrong password").wait_for()
-        assert rig.controller.log[-1].startswith("access reject")
+        # chilli signed its redirect (md=) with another secret: radiusd refuses it
+        # before answering the challenge, and the code never reaches chilli
+        await page.wait_for_selector("text=This login address is not allowed.")
+        assert not any(line.startswith("logon") for line in rig.controller.log)
 
 
 async def test_coovachilli_page_with_uamsecret(tmp_path: Path) -> None:
@@ -278,3 +284,57 @@ async def test_coovachilli_page_with_uamsecret(tmp_path: Path) -> None:
         await page.click("#submit")
         await page.locator("#status").filter(has_text="You are connected").wait_for()
         assert rig.controller.log[-2].startswith("access accept")
+
+
+async def test_crafted_login_targets_are_refused_in_chromium(rig: Rig) -> None:
+    """`http://evil\\@127.0.0.1/login`: Python's urlsplit sees 127.0.0.1, Chromium
+    evil. The page refuses it, so nothing is posted anywhere."""
+    page = rig.page
+    port = rig.controller.base.rsplit(":", 1)[1]
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" else None)
+    for target in (f"http://evil.example\\@127.0.0.1:{port}/login",
+                   f"http://evil.example@127.0.0.1:{port}/login",
+                   f"http://127.0.0.1:{port}/lo\tgin", "http://8.8.8.8/login"):
+        await page.goto(rig.http.url("/") + "?" + urlencode({"link-login-only": target}))
+        await page.locator("#status").filter(
+            has_text="This login address is not allowed.").wait_for()
+        await page.fill("#phone", PHONE)
+        await page.fill("#code", "123456")
+        await page.click("#submit")
+        await page.locator("#status").filter(has_text="open this page from").wait_for()
+    assert posted == []
+
+
+async def test_chilli_without_a_challenge_does_not_send_the_code(tmp_path: Path) -> None:
+    async for rig in _rig(tmp_path, "chilli", "en"):
+        page = rig.page
+        for challenge in ("", "00" * 16):
+            await page.goto(rig.controller.portal_url(challenge=challenge))
+            await page.fill("#phone", PHONE)
+            await page.fill("#code", "123456")
+            await page.click("#submit")
+            await page.locator("#status").filter(
+                has_text="This login address is not allowed.").wait_for()
+        assert not any(line.startswith("logon") for line in rig.controller.log)
+
+
+async def test_chilli_page_sends_the_code_only_to_its_own_chilli(tmp_path: Path) -> None:
+    """portal/coovachilli/hotspotlogin.html: uamip must be the host that served the
+    page (or in ALLOWED_UAMIPS); no challenge or an all-zero one is refused."""
+    async for rig in _rig(tmp_path, "chilli-page", "en"):
+        page = rig.page
+        requests: list[str] = []
+        page.on("request", lambda r, seen=requests: seen.append(r.url))
+        for change in ({"uamip": "10.9.9.9"}, {"challenge": "00" * 16}, {"challenge": ""},
+                       {"uamport": "1/x"}):
+            await page.goto(rig.controller.portal_url(**change))
+            await page.fill("#username", PHONE)
+            await page.fill("#password", "123456")
+            await page.click("#submit")
+            await page.locator("#status").filter(
+                has_text="This login address is not allowed.").wait_for()
+        assert not any("/logon" in u for u in requests)
+        # a reply in the link is labelled as the access point's, not the page's
+        await page.goto(rig.controller.portal_url(res="failed", reply="Call 8 700"))
+        await page.locator("#status").filter(has_text="Access point says: Call 8 700").wait_for()

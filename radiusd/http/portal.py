@@ -15,10 +15,16 @@ login back to the controller, which then sends RADIUS to us:
   `user_field` / `pass_field`), `dst`, `error`.
 
 Everything the page needs is served from here: the user is not online yet.
+
+The login target comes from a link anyone can craft, so it is checked
+(`safe_login_url`): http(s) only, no userinfo, backslash, whitespace or control
+characters, a host allowed by `portal_login_hosts` (empty: private, link-local and
+loopback IP literals), and only the URL rebuilt from the parsed parts reaches the page.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -73,6 +79,9 @@ UI: dict[str, dict[str, str]] = {
     "bad_target": {"kk": "Бұл кіру мекенжайына рұқсат жоқ.",
                    "ru": "Этот адрес входа не разрешён.",
                    "en": "This login address is not allowed."},
+    # Before the controller's `error` / `reply`: anyone can put text in a link.
+    "ap_says": {"kk": "Кіру нүктесінің хабары:", "ru": "Сообщение точки доступа:",
+                "en": "Access point says:"},
 }
 LANGUAGE_NAMES = {"kk": "Қазақша", "ru": "Русский", "en": "English"}
 
@@ -102,14 +111,48 @@ def chap_bytes_hex(value: str) -> str:
     return value.encode("latin-1", "replace").hex()
 
 
-def _url_ok(url: str, allowed_hosts: list[str]) -> bool:
+MAX_URL = 2048
+_UAMHOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+_NETLOC = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?)(?::([0-9]{1,5}))?")
+
+
+def _unsafe_char(c: str) -> bool:
+    return c == "\\" or c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
+
+
+def safe_login_url(url: str, allowed_hosts: list[str]) -> str | None:
+    """The login URL rebuilt as scheme://host[:port]/path[?query] when it is safe to
+    send a code to, else None. Refused: other schemes, userinfo (`@`), backslashes
+    (Chromium reads `http://evil\\@10.5.50.1/` as host evil), whitespace and control
+    characters, non-ASCII or odd host names, bad ports, hosts not allowed by
+    `portal_login_hosts` (`chilli.host_allowed`). The fragment is dropped."""
+    if not url or len(url) > MAX_URL or any(_unsafe_char(c) for c in url):
+        return None
     try:
         parts = urlsplit(url)
     except ValueError:
-        return False
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    return not allowed_hosts or parts.hostname in allowed_hosts
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or "@" in parts.netloc:
+        return None
+    m = _NETLOC.fullmatch(parts.netloc.lower())
+    if m is None:
+        return None
+    host, port = m.group(1), m.group(2)
+    if host.startswith("["):
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            return None
+    if port is not None and not chilli.port_ok(port):
+        return None
+    if not chilli.host_allowed(host, allowed_hosts):
+        return None
+    path = parts.path or "/"
+    if not path.startswith("/"):
+        return None
+    netloc = host if port is None else f"{host}:{int(port)}"
+    return f"{scheme}://{netloc}{path}" + (f"?{parts.query}" if parts.query else "")
 
 
 def controller(q: Mapping[str, str], allowed_hosts: list[str],
@@ -129,26 +172,34 @@ def controller(q: Mapping[str, str], allowed_hosts: list[str],
         }
     elif q.get("uamip"):
         host = q["uamip"]
+        if chilli.ip_literal(host) is None and not _UAMHOST.fullmatch(host):
+            return {"kind": "", "error": "", "bad_target": True, "mac": q.get("mac", "")}
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
-        port = q.get("uamport", "3990")
+        port = q.get("uamport") or "3990"
+        challenge = q.get("challenge", "")
         target = {
             "kind": "chilli",
-            "url": f"http://{host}:{port if port.isdigit() else '3990'}/logon",
-            "challenge": q.get("challenge", "") if _HEX.match(q.get("challenge", "")) else "",
+            "url": f"http://{host}:{port}/logon",
+            # no challenge (or an all-zero one): the page refuses to log on, rather
+            # than send the code in clear or XORed with zeros
+            "challenge": challenge.lower() if chilli.challenge_ok(challenge) else "",
             "pap": q.get("pap", "") in ("1", "true", "yes"),
             "dst": q.get("userurl", ""),
             "error": q.get("reply", "") if q.get("res") in ("failed", "reject") else "",
             "connected": q.get("res") in ("success", "already"),
             "username": q.get("uid", ""), "mac": q.get("mac", ""),
         }
+        if not chilli.port_ok(port):
+            return {"kind": "", "error": "", "bad_target": True, "mac": target["mac"]}
         if chilli_logon:
             try:
                 chilli.uam_host(q["uamip"], allowed_hosts)
             except chilli.BadLogon:
                 return {"kind": "", "error": "", "bad_target": True, "mac": target["mac"]}
-            target.update(logon=chilli.PATH, uamip=q["uamip"],
-                          uamport=port if port.isdigit() else "3990")
+            # radiusd answers the challenge; it reads uamip, uamport and the challenge
+            # from chilli's signed redirect (the page's own URL), not from these
+            target.update(logon=chilli.PATH)
     elif q.get("login_url"):
         target = {
             "kind": "form", "url": q["login_url"],
@@ -159,8 +210,10 @@ def controller(q: Mapping[str, str], allowed_hosts: list[str],
         }
     else:
         return {"kind": "", "error": q.get("error", ""), "mac": q.get("mac", "")}
-    if not _url_ok(target["url"], allowed_hosts):
+    url = safe_login_url(target["url"], allowed_hosts)
+    if url is None:
         return {"kind": "", "error": "", "bad_target": True, "mac": target.get("mac", "")}
+    target["url"] = url  # only the rebuilt URL reaches the page
     return target
 
 
@@ -172,8 +225,27 @@ def _template(name: str) -> Template:
 _PAGE = _template("portal.html")
 
 
+def _switch_query(query: Mapping[str, str], raw_query: str, code: str) -> str:
+    """The language links keep the controller's parameters. chilli signs its redirect
+    (`md=` last), so a signed query is kept byte for byte and `lang` goes after it."""
+    parts = raw_query.split("&") if raw_query else []
+    for i, part in enumerate(parts):
+        if part.startswith("md="):
+            return "&".join([*parts[:i + 1], urlencode({"lang": code})])
+    rest = {k: v for k, v in query.items() if k != "lang"}
+    return urlencode({**rest, "lang": code})
+
+
 def render(lang: str, query: Mapping[str, str], allowed_hosts: list[str],
-           chilli_logon: bool = False) -> str:
+           chilli_logon: bool = False, raw_query: str = "") -> str:
+    html, _ = render_page(lang, query, allowed_hosts, chilli_logon, raw_query)
+    return html
+
+
+def render_page(lang: str, query: Mapping[str, str], allowed_hosts: list[str],
+                chilli_logon: bool = False, raw_query: str = "",
+                ) -> tuple[str, dict[str, Any]]:
+    """The page and the target it was built for (for the CSP)."""
     target = controller(query, allowed_hosts, chilli_logon)
     ui = {k: v[lang] for k, v in UI.items()}
     message, kind = "", "info"
@@ -182,21 +254,21 @@ def render(lang: str, query: Mapping[str, str], allowed_hosts: list[str],
     elif target.get("connected"):
         message, kind = ui["connected"], "ok"
     elif target.get("error"):
-        message, kind = target["error"], "error"
+        message, kind = f"{ui['ap_says']} {target['error']}", "error"
     elif not target["kind"]:
         message = ui["no_controller"]
-    rest = {k: v for k, v in query.items() if k != "lang"}
     current = ' aria-current="true"'
     switch = "".join(
-        f'<li><a href="?{escape(urlencode({**rest, "lang": code}))}" hreflang="{code}" '
+        f'<li><a href="?{escape(_switch_query(query, raw_query, code))}" hreflang="{code}" '
         f'lang="{code}"{current if code == lang else ""}>{LANGUAGE_NAMES[code]}</a></li>'
         for code in LANGUAGES)
     data = json.dumps({"lang": lang, "ui": ui, "target": target}, ensure_ascii=False)
-    return _PAGE.substitute(
+    html = _PAGE.substitute(
         lang=lang, switch=switch, message=escape(message), message_kind=kind,
         phone=escape(target.get("username", "")),
         data=data.replace("<", "\\u003c").replace(">", "\\u003e"),
         **{k: escape(v) for k, v in ui.items()})
+    return html, target
 
 
 async def page(request: web.Request) -> web.Response:
@@ -205,7 +277,9 @@ async def page(request: web.Request) -> web.Response:
     lang = pick_language(query.get("lang"), request.headers.get("Accept-Language"),
                          server.config.otp.language)
     cfg = server.config.http
-    html = render(lang, query, cfg.portal_login_hosts, bool(cfg.coovachilli_uamsecret))
+    html, _ = render_page(lang, query, cfg.portal_login_hosts,
+                               bool(cfg.coovachilli_uamsecret),
+                               request.rel_url.raw_query_string)
     return web.Response(text=html, content_type="text/html", charset="utf-8", headers={
         "Cache-Control": "no-store",
         "Content-Language": lang,
@@ -214,5 +288,11 @@ async def page(request: web.Request) -> web.Response:
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'self'; script-src 'self'; "
                                    "style-src 'self'; img-src 'self' data:; "
-                                   "form-action *; frame-ancestors 'none'",
+                                   "base-uri 'none'; frame-ancestors 'none'; "
+                                   # Not narrowed: Chromium applies form-action to
+                                   # the controller's redirect after the login POST
+                                   # (to the user's original page, any host), which
+                                   # would strand users who are already logged in.
+                                   # `safe_login_url` is the control on where it goes.
+                                   "form-action *",
     })

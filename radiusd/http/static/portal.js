@@ -84,17 +84,18 @@
       }
       post(target.url, { username: user, password: secret, dst: target.dst || "",
                          popup: "true" });
+    } else if (target.kind === "chilli" && !target.challenge) {
+      /* no challenge (or an all-zero one): the code would go out in clear */
+      say(ui.bad_target, "error");
     } else if (target.kind === "chilli" && target.logon) {
-      /* chilli has a uamsecret: radiusd answers the challenge and redirects to /logon */
-      post(target.logon, { uamip: target.uamip, uamport: target.uamport,
-                           challenge: target.challenge, userurl: target.dst || "",
-                           pap: target.pap ? "1" : "", username: user, password: password,
-                           lang: data.lang });
+      /* chilli has a uamsecret: radiusd checks chilli's signed redirect (this page's
+         URL, md=...), answers the challenge and redirects to /logon */
+      post(target.logon, { page: window.location.href, username: user,
+                           password: password, lang: data.lang });
     } else if (target.kind === "chilli") {
       var q = "username=" + encodeURIComponent(user);
-      if (target.pap || !target.challenge) {
-        q += "&password=" + (target.challenge ? xorHex(password, target.challenge)
-                                              : encodeURIComponent(password));
+      if (target.pap) {
+        q += "&password=" + xorHex(password, target.challenge);
       } else {
         /* CoovaChilli UAM CHAP: identifier 0, the challenge from the redirect */
         q += "&response=" + bytesToHex(md5Bytes([0].concat(utf8Bytes(password),
