@@ -61,7 +61,6 @@ class OtpAuth:
         self.language = config.otp.language
         self._challenges: OrderedDict[bytes, str] = OrderedDict()
         self._voucher_misses: OrderedDict[str, float] = OrderedDict()
-        self.issued_count = 0
 
     def _reject(self, key: str, **values: object) -> Reply:
         return Reply.reject(messages.text(key, self.language, **values))
@@ -157,7 +156,6 @@ class OtpAuth:
 
     async def _commit_issue(self, issued: Issued) -> None:
         await self.store.write(issued.ops)
-        self.issued_count += 1
         self.sms_queued()
 
     def _remember_challenge(self, state: bytes, login: str) -> None:

@@ -12,7 +12,6 @@ database is the truth after a restart. Codes are sealed at rest (`sealing.py`).
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -247,11 +246,6 @@ class PasswordBook:
             if pw.class_token:
                 self.by_class[pw.class_token] = pw
 
-    def adopt(self, pw: Password) -> None:
-        """A password created elsewhere (a voucher from `radiusd journal open`)."""
-        if pw.id not in self.by_id:
-            self._index(pw)
-
     # -- Rules §5–§6: "Get password" -------------------------------------------------------
 
     def request(self, login: str, *, device: str | None, nas: str | None, language: str,
@@ -463,7 +457,3 @@ class PasswordBook:
                 ops += self.expire(pw, now, "ttl" if pw.state == "issued" else "max_lifetime")
         self.limits.prune(now)
         return ops
-
-
-def constant_time_equal(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)

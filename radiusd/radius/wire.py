@@ -47,7 +47,6 @@ class Code(IntEnum):
 
 
 KNOWN_CODES = frozenset(int(c) for c in Code)
-REQUEST_CODES = frozenset({Code.ACCESS_REQUEST, Code.ACCOUNTING_REQUEST, Code.STATUS_SERVER})
 
 
 class Malformed(Exception):
