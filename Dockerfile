@@ -3,16 +3,19 @@
 #   docker compose up -d --build      # see docker-compose.yml
 #
 # The image holds the code and the dictionaries only; the configuration is mounted at
-# /etc/radiusd/radiusd.toml and the state (SQLite database, OTP key file) lives in the
-# /data volume, which is also the working directory, so the default relative paths
-# ("radiusd.db", "radiusd.key") land there.
+# /etc/radiusd/radiusd.toml, the state (SQLite database) lives in the /data volume,
+# which is also the working directory, so the default relative path ("radiusd.db")
+# lands there, and the sealing key in its own /keys volume (RADIUSD_KEY_FILE), to be
+# backed up apart from the database (docs/keys.md). A radiusd.key that an earlier
+# image left in /data is still used, with a warning saying how to move it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    RADIUSD_DICTIONARIES=/usr/local/share/radiusd/dictionaries
+    RADIUSD_DICTIONARIES=/usr/local/share/radiusd/dictionaries \
+    RADIUSD_KEY_FILE=/keys/radiusd.key
 
 # Install from the source tree. pyproject.toml's [tool.setuptools.data-files] already
 # puts dictionaries/ under sys.prefix/share/radiusd/dictionaries (= the path above);
@@ -31,11 +34,12 @@ RUN pip install . \
 RUN groupadd --system --gid 1812 radiusd \
     && useradd --system --uid 1812 --gid radiusd --home-dir /data \
         --shell /usr/sbin/nologin radiusd \
-    && mkdir -p /data /etc/radiusd \
-    && chown radiusd:radiusd /data
+    && mkdir -p /data /etc/radiusd /keys \
+    && chown radiusd:radiusd /data /keys \
+    && chmod 700 /keys
 USER radiusd
 WORKDIR /data
-VOLUME ["/data"]
+VOLUME ["/data", "/keys"]
 
 # 1812/udp authentication, 1813/udp accounting (RFC 2865, RFC 2866).
 EXPOSE 1812/udp 1813/udp

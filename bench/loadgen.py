@@ -117,7 +117,7 @@ def _pw_crypt(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
     last = authenticator
     for i in range(0, len(padded), 16):
         key = hashlib.md5(secret + last).digest()
-        block = bytes(a ^ b for a, b in zip(padded[i:i + 16], key, strict=True))
+        block = (int.from_bytes(padded[i:i + 16]) ^ int.from_bytes(key)).to_bytes(16)
         out += block
         last = block
     return bytes(out)
@@ -227,6 +227,7 @@ class Slot:
     session: int = 0
     pending: bool = False
     sent_ns: int = 0
+    actual_ns: int = 0  # when it really left (open loop: may be after sent_ns, if late)
     auth: bytes = b""
     measured: bool = False
     # login / accept modes
@@ -265,6 +266,9 @@ class LoadGen:
     timeout: float
     warmup: float
     latencies: list[int] = field(default_factory=list)
+    # Open loop: from the actual send, so a client too busy to send on time can be told
+    # apart from a slow server (the main figures count from when a request was due).
+    from_send: list[int] = field(default_factory=list)
     codes: dict[int, int] = field(default_factory=dict)
     sent: int = 0
     completed: int = 0  # answered within the measurement window
@@ -277,6 +281,8 @@ class LoadGen:
     stopping: bool = False
     t_start: float = 0.0
     t_end: float = 0.0
+    t_start_mono: float = 0.0  # time.monotonic(), to line runs up with other processes
+    t_end_mono: float = 0.0
     rate: float = 0.0  # > 0: open loop, requests/s paced; slots only bound the backlog
 
     def __post_init__(self) -> None:
@@ -343,7 +349,8 @@ class LoadGen:
         slot.measured = self.measuring
         # Open loop: latency counts from when the request was due, so a client-side
         # backlog is not hidden (no coordinated omission).
-        slot.sent_ns = scheduled_ns or time.perf_counter_ns()
+        slot.actual_ns = time.perf_counter_ns()
+        slot.sent_ns = scheduled_ns or slot.actual_ns
         if self.measuring:
             self.sent += 1
         else:
@@ -373,6 +380,8 @@ class LoadGen:
     def _answered(self, slot: Slot, data: bytes, now: int) -> None:
         if slot.measured:
             self.latencies.append(now - slot.sent_ns)
+            if self.rate:
+                self.from_send.append(now - slot.actual_ns)
             self.codes[data[0]] = self.codes.get(data[0], 0) + 1
             if not self.stopping:
                 self.completed += 1
@@ -428,6 +437,7 @@ class LoadGen:
         if not self.stopping:
             self.stopping = True
             self.t_end = time.perf_counter()
+            self.t_end_mono = time.monotonic()
             if not any(s.pending for s in self.slots):
                 self._done.set()
 
@@ -462,6 +472,7 @@ class LoadGen:
                 await asyncio.sleep(self.warmup)
             self.measuring = True
             self.t_start = time.perf_counter()
+            self.t_start_mono = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_stopping(), self.duration)
             self._stop()
@@ -501,6 +512,8 @@ class LoadGen:
             "inflight": self.inflight,
             "sockets": len(self.socks),
             "window_s": round(window, 3),
+            "t_start_monotonic": self.t_start_mono,
+            "t_end_monotonic": self.t_end_mono,
             "warmup_s": self.warmup,
             "sent": self.sent,
             "completed": self.completed,
@@ -512,6 +525,8 @@ class LoadGen:
             "p50_ms": pct(50),
             "p99_ms": pct(99),
             "max_ms": round(lat[-1] / 1e6, 3) if lat else None,
+            "p99_from_send_ms": round(sorted(self.from_send)[
+                int(0.99 * len(self.from_send))] / 1e6, 3) if self.from_send else None,
             "replies": {CODE_NAMES.get(c, str(c)): n for c, n in sorted(self.codes.items())},
             "rate": self.rate or None,
             "backlogged": self.backlogged if self.rate else None,

@@ -91,13 +91,16 @@ def stop(proc: subprocess.Popen[bytes], what: str) -> int:
 # -- radiusd ---------------------------------------------------------------------------
 
 
-def start_radiusd(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+def start_radiusd(tmp: Path, server_extra: str = ""
+                  ) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+    """``server_extra``: more TOML lines for ``[server]`` (e.g. "max_queue_ms = 100")."""
     ports = {"auth": free_udp_port(), "acct": free_udp_port()}
     config = tmp / "radiusd.toml"
     config.write_text(f"""\
 [server]
 auth_listen = ["127.0.0.1:{ports['auth']}"]
 acct_listen = ["127.0.0.1:{ports['acct']}"]
+{server_extra}
 
 [database]
 path = "{tmp / 'radiusd.db'}"

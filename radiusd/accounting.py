@@ -17,6 +17,7 @@ from typing import Protocol
 from radiusd.device import request_device
 from radiusd.radius.message import Drop, Outcome, Reply, Request
 from radiusd.radius.wire import Code
+from radiusd.store import sessions
 from radiusd.store.sqlite import Op, Store
 
 log = logging.getLogger("radiusd.accounting")
@@ -52,7 +53,8 @@ class AcctRecord:
 
 
 class SessionHook(Protocol):
-    """The password side of accounting (Rules §8), given the same transaction."""
+    """The password side of accounting (Rules §8), given the same transaction:
+    `session_end.SessionEnd`."""
 
     def session_started(self, record: AcctRecord, now: float) -> list[Op]: ...
 
@@ -96,45 +98,6 @@ def _counter(request: Request, low: str, high: str | None = None) -> int:
     if high is not None:
         value += (request.get(high) or 0) << 32  # RFC 2869 §5.1-5.2 Gigawords
     return min(int(value), MAX_COUNTER)
-
-
-_UPSERT = """
-INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
-    started_at, updated_at, stopped_at, session_time, input_octets, output_octets,
-    input_packets, output_packets, terminate_cause, class_token)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(unique_id) DO UPDATE SET
-    login = COALESCE(excluded.login, login),
-    device = COALESCE(excluded.device, device),
-    framed_ip = COALESCE(excluded.framed_ip, framed_ip),
-    started_at = COALESCE(started_at, excluded.started_at),
-    updated_at = MAX(updated_at, excluded.updated_at),
-    stopped_at = COALESCE(stopped_at, excluded.stopped_at),
-    session_time = MAX(session_time, excluded.session_time),
-    input_octets = MAX(input_octets, excluded.input_octets),
-    output_octets = MAX(output_octets, excluded.output_octets),
-    input_packets = MAX(input_packets, excluded.input_packets),
-    output_packets = MAX(output_packets, excluded.output_packets),
-    terminate_cause = COALESCE(terminate_cause, excluded.terminate_cause),
-    class_token = COALESCE(class_token, excluded.class_token)
-"""
-
-# A Start for a session id that is already closed is a new session (the NAS reused
-# the id after a reboot): move the old row aside so both are kept.
-_RETIRE = """
-UPDATE sessions SET unique_id = unique_id || '/' || id
-WHERE unique_id = ? AND stopped_at IS NOT NULL
-"""
-
-_LOST_STOP = """
-UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Lost-Stop'
-WHERE unique_id = ? AND stopped_at IS NULL
-"""
-
-_CLOSE_NAS = """
-UPDATE sessions SET stopped_at = ?, updated_at = ?, terminate_cause = ?
-WHERE nas = ? AND nas_address = ? AND stopped_at IS NULL
-"""
 
 
 class AccountingPolicy:
@@ -193,23 +156,24 @@ class AccountingPolicy:
         if r.status in (ACCOUNTING_ON, ACCOUNTING_OFF):
             reason = "nas-" + STATUS_NAMES[r.status].lower()
             return [
-                (_CLOSE_NAS, (r.event_time, now, "NAS-Reboot", r.nas, r.nas_address)),
+                sessions.close_nas(r.nas, r.nas_address, r.event_time, now, "NAS-Reboot"),
                 *self.hook.nas_restarted(r.nas, r.nas_address, now, reason),
             ]
         if r.status not in (START, STOP, INTERIM):
             return []  # acknowledged, not a session
         started = r.event_time - r.session_time if r.status != START else r.event_time
-        stopped = r.event_time if r.status == STOP else None
-        row = (
-            r.unique_id, r.login, r.device, r.nas, r.nas_address, r.acct_session_id,
-            r.framed_ip, started, now, stopped, r.session_time, r.input_octets,
-            r.output_octets, r.input_packets, r.output_packets, r.terminate_cause,
-            r.class_token,
-        )
         ops: list[Op] = []
         if r.status == START:
-            ops.append((_RETIRE, (r.unique_id,)))
-        ops.append((_UPSERT, row))
+            ops.append(sessions.retire(r.unique_id))
+        ops.append(sessions.record(
+            unique_id=r.unique_id, login=r.login, device=r.device, nas=r.nas,
+            nas_address=r.nas_address, acct_session_id=r.acct_session_id,
+            framed_ip=r.framed_ip, started_at=started, updated_at=now,
+            stopped_at=r.event_time if r.status == STOP else None,
+            session_time=r.session_time, input_octets=r.input_octets,
+            output_octets=r.output_octets, input_packets=r.input_packets,
+            output_packets=r.output_packets, terminate_cause=r.terminate_cause,
+            class_token=r.class_token))
         if r.status == STOP:
             ops += self.hook.session_ended(r, now, "stop")
         else:
@@ -228,11 +192,9 @@ class AccountingPolicy:
         """A Start for a session id that is still open under another login's Class:
         the NAS reused the id (MikroTik after a reboot) and the Stop was lost. Close
         the old session and end its password (Rules §8); the new one starts clean."""
-        old = await self.store.fetchone(
-            "SELECT class_token, login, device FROM sessions "
-            "WHERE unique_id = ? AND stopped_at IS NULL", (r.unique_id,))
-        if old is None or old["class_token"] == r.class_token:
+        old = await sessions.open_session(self.store, r.unique_id)
+        if old is None or old.class_token == r.class_token:
             return []  # a repeated Start of the same session
-        return [(_LOST_STOP, (r.unique_id,)),
-                *self.hook.end_session(old["class_token"], old["login"], old["device"],
-                                       now, "lost_stop")]
+        return [sessions.close_lost_stop(r.unique_id),
+                *self.hook.end_session(old.class_token, old.login, old.device, now,
+                                       "lost_stop")]

@@ -14,12 +14,12 @@ import pwd
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any, NoReturn
 
-from radiusd import export, journal
+from radiusd import export, journal, retention
 from radiusd.cli import UsageError, add_config_arg, load_config, register
 from radiusd.clock import SystemClock
 from radiusd.config import Config
@@ -170,7 +170,8 @@ def _journal_open(args: argparse.Namespace, config: Config, now: float) -> int:
         from radiusd.sealing import Sealer
 
         vouchers = journal.VoucherSettings(
-            Sealer.from_config(config.otp), config.otp.length, config.otp.language)
+            Sealer.from_config(config.otp, database=config.database.path),
+            config.otp.length, config.otp.language)
     with _database(config) as conn:
         opened = journal.open_entry(
             conn, now, person, actor(),
@@ -279,14 +280,14 @@ def _journal_show(args: argparse.Namespace, config: Config, now: float) -> int:
 def _journal_export(args: argparse.Namespace, config: Config, now: float) -> int:
     fmt = _format(args, "radiusd journal export")
     since, until = _range(args, now)
-    with _database(config) as conn:
-        entries = journal.list_entries(conn, since=since, until=until, computer=args.computer)
-    rows = export.journal_rows(entries)
-    _write(export.render(rows, export.JOURNAL_COLUMNS, fmt, args.bom), args.output)
+    with _database(config) as conn:  # rows are written as they are read
+        entries = journal.iter_entries(conn, since=since, until=until, computer=args.computer)
+        rows = export.journal_rows(entries)
+        _write(export.chunks(rows, export.JOURNAL_COLUMNS, fmt, args.bom), args.output)
     return 0
 
 
-def _write(text: str, path: str | None) -> None:
+def _write(text: Iterable[str], path: str | None) -> None:
     try:
         export.write(text, path)
     except OSError as e:
@@ -305,9 +306,9 @@ def _sessions_export(args: argparse.Namespace, config: Config, now: float) -> in
         if phone is None:
             raise UsageError(f"--phone: {args.phone!r} is not a phone number; type it as people "
                              "do, e.g. --phone '8 701 234 56 78' or --phone +77012345678")
-    with _database(config) as conn:
+    with _database(config) as conn:  # rows are written as they are read
         rows = export.session_rows(conn, config.otp.default_region, since, until, phone)
-    _write(export.render(rows, export.SESSION_COLUMNS, fmt, args.bom), args.output)
+        _write(export.chunks(rows, export.SESSION_COLUMNS, fmt, args.bom), args.output)
     return 0
 
 
@@ -315,33 +316,9 @@ def _sessions_export(args: argparse.Namespace, config: Config, now: float) -> in
 
 def purge(conn: sqlite3.Connection, cutoff: float, dry_run: bool = False) -> dict[str, int]:
     """Retention: remove what ended before `cutoff` (journal entries with their events,
-    closed sessions, expired passwords, delivered SMS), in one transaction. What is
-    still open is kept whatever its age. Freed pages are zeroed (secure_delete)."""
-    conn.execute("PRAGMA secure_delete = ON")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        counts = {
-            "journal events": conn.execute(
-                f"SELECT COUNT(*) FROM journal_events WHERE journal_id IN (SELECT id FROM"
-                f" ({journal.CURRENT}) WHERE ended_at < ?)", (cutoff,)).fetchone()[0],
-            "journal entries": journal.purge_entries(conn, cutoff),
-            "sessions": conn.execute(
-                "DELETE FROM sessions WHERE stopped_at IS NOT NULL AND stopped_at < ?",
-                (cutoff,)).rowcount,
-            "passwords": conn.execute(
-                "DELETE FROM passwords WHERE state = 'expired'"
-                " AND COALESCE(expired_at, issued_at) < ?", (cutoff,)).rowcount,
-            "sms messages": conn.execute(
-                "DELETE FROM sms_outbox WHERE state IN ('sent', 'failed') AND created_at < ?",
-                (cutoff,)).rowcount,
-        }
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("ROLLBACK" if dry_run else "COMMIT")
-    if not dry_run:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # best effort while serve runs
-    return counts
+    closed sessions, expired passwords, sent SMS) in small steps (`radiusd.retention`).
+    What is still open is kept whatever its age."""
+    return retention.purge(conn, cutoff, dry_run=dry_run)
 
 
 def _purge(args: argparse.Namespace, config: Config, now: float) -> int:

@@ -26,15 +26,19 @@ from radiusd.auth import OtpAuth
 from radiusd.clock import Clock, SystemClock
 from radiusd.config import DEFAULT_SECRET, Config
 from radiusd.dispatch import Dispatcher
-from radiusd.otp import LIVE_COLUMNS, PasswordBook
+from radiusd.health import Health
+from radiusd.limits import DAY
+from radiusd.otp import PasswordBook
 from radiusd.radius.clients import ClientTable
 from radiusd.radius.dedup import DuplicateCache
 from radiusd.radius.dictionary import default_codec
 from radiusd.radius.endpoint import Endpoint, Port
-from radiusd.radius.listener import Listener, open_socket
+from radiusd.radius.listener import InFlight, Listener, open_socket
 from radiusd.reaper import Reaper
 from radiusd.sealing import Sealer
+from radiusd.session_end import SessionEnd, password_ended
 from radiusd.stats import Stats
+from radiusd.store import passwords
 from radiusd.store.sqlite import Store
 
 log = logging.getLogger("radiusd")
@@ -49,12 +53,14 @@ class Server:
         self.config = config
         self.clock = clock or SystemClock()
         self.stats = Stats()
+        self.health = Health()  # store, sms: what Status-Server and /healthz say
         self.codec = default_codec()
         self.clients = ClientTable(config.clients)
         self.dedup = DuplicateCache(config.server.duplicate_window_seconds)
-        self.store = Store(config.database.path, config.database.batch_max)
+        self.store = Store(config.database.path, config.database.batch_max, self.health,
+                           self.clock)
         self.listeners: list[Listener] = []
-        self.in_flight: set[asyncio.Task[None]] = set()
+        self.in_flight = InFlight(config.server.max_in_flight)  # across all listeners
         self.background: list[asyncio.Task[Any]] = []
         self.dispatcher: Dispatcher | None = None
         self.sms: Any = None
@@ -70,14 +76,15 @@ class Server:
         except (OSError, sqlite3.Error) as e:
             raise OSError(f"database.path: cannot open {cfg.database.path!r}: "
                           f"{getattr(e, 'strerror', None) or e}") from e
-        self.sealer = Sealer.from_config(cfg.otp)
-        self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer)
+        self.sealer = Sealer.from_config(cfg.otp, database=cfg.database.path)
+        self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer, ended=password_ended)
         await self._load_book()
         self.sms = await self._start_sms()
         self.auth = OtpAuth(cfg, self.book, self.store, self.sms_wake)
-        self.accounting = AccountingPolicy(self.store, self.book, self._login_of)
-        self.dispatcher = Dispatcher(self.auth, self.accounting, self.clock)
-        self.reaper = Reaper(cfg, self.book, self.store, self.clock)
+        self.session_end = SessionEnd(self.book)  # Rules §8, §10: what a session's end ends
+        self.accounting = AccountingPolicy(self.store, self.session_end, self._login_of)
+        self.dispatcher = Dispatcher(self.auth, self.accounting, self.clock, self.health)
+        self.reaper = Reaper(cfg, self.book, self.session_end, self.store, self.clock)
         self.background.append(asyncio.create_task(self.reaper.run(), name="reaper"))
         try:
             self._bind("auth", cfg.server.auth_listen)
@@ -104,18 +111,11 @@ class Server:
             return name  # a voucher login, or whatever the NAS sends
 
     async def _load_book(self) -> None:
+        """Live passwords, and the last day's issues (the limits; each number's newest
+        code, Rules §9): both read along indexes, whatever the history (issue 18)."""
         now = self.clock.now()
-        live = await self.store.fetchall(
-            f"SELECT {LIVE_COLUMNS} FROM passwords WHERE state != 'expired'")
-        history = await self.store.fetchall(
-            "SELECT login, request_device, request_nas, issued_at FROM passwords "
-            "WHERE issued_at > ? AND kind = 'phone'", (now - 86400,))
-        self.book.load(live, [tuple(h) for h in history])
-        newest = await self.store.fetchall(
-            "SELECT login, secret FROM passwords p WHERE kind = 'phone' AND issued_at > ? "
-            "AND issued_at = (SELECT MAX(issued_at) FROM passwords q WHERE q.login = p.login)",
-            (now - 86400,))
-        self.book.remember_last_codes(newest)
+        self.book.load(await passwords.live(self.store),
+                       await passwords.issued_since(self.store, now - DAY))
 
     async def _start_sms(self) -> Any:
         """The SMS provider and the outbox worker (Rules §6)."""
@@ -127,7 +127,8 @@ class Server:
             return None
         provider = build_provider(self.config.sms)
         worker = OutboxWorker(self.store, provider, self.sealer, self.clock,
-                              self.config.sms.max_age_seconds, self.book.sms_gave_up)
+                              self.config.sms.max_age_seconds, self.book.sms_gave_up,
+                              health=self.health)
         if hasattr(provider, "on_receipt"):  # SMPP transceiver: receipts go to the row
             provider.on_receipt = worker.receipt
         self.background.append(asyncio.create_task(worker.run(), name="sms-outbox"))
@@ -152,7 +153,7 @@ class Server:
                 raise OSError(e.errno, f"cannot listen on {listen} ({port}): {e.strerror}") from e
             self.listeners.append(
                 Listener(endpoint, self.dispatcher, sock, self.in_flight,
-                         self.config.server.max_in_flight)
+                         self.config.server.max_queue_ms / 1000)
             )
             bound += 1
         for err in errors:
@@ -222,6 +223,7 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    raise_open_file_limit()
     server = Server(config)
     try:
         await server.start()
@@ -229,6 +231,10 @@ async def serve(config: Config) -> int:
         log.error("%s", e)
         await server.store.close()
         return 1
+    except Exception:  # e.g. ConfigError (the sealing key): the CLI says it; exit, not hang
+        await server._stop_background()
+        await server.store.close()
+        raise
     _settle_memory(config)
     log.info("radiusd ready (pid %d)", os.getpid())
     await stop.wait()
@@ -237,6 +243,20 @@ async def serve(config: Config) -> int:
     await server.stop()
     log.info("shutdown took %.2fs", time.monotonic() - t0)
     return 0
+
+
+def raise_open_file_limit() -> None:
+    """Raise the open-file soft limit to the hard one (systemd sets soft 1024): every
+    HTTP connection, SMS provider socket and database file takes a descriptor, and
+    [http] max_connections is kept below the limit (radiusd.http.guard)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("open-file limit stays %d (hard %d): %s", soft, hard, e)
 
 
 def _settle_memory(config: Config) -> None:

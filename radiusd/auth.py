@@ -23,6 +23,7 @@ from radiusd.device import looks_like_mac, normalise_mac, request_device
 from radiusd.otp import Checked, Issued, Password, PasswordBook, Refused
 from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
+from radiusd.store import passwords
 from radiusd.store.sqlite import Store
 
 log = logging.getLogger("radiusd.auth")
@@ -35,7 +36,6 @@ class LoginContext:
     login: str
     device: str | None
     matches: Callable[[str], bool]
-    countable: bool = True
     checked: Checked | None = None
 
 
@@ -88,11 +88,10 @@ class OtpAuth:
         # so; so does a PAP value that decrypts to all zeros (its ciphertext is
         # MD5(secret + Request Authenticator)). CHAP and "no password" prove nothing,
         # so unsigned they could come from anyone who can spoof the NAS's address.
+        # A wrong code counts whatever the packet proves (otp.PasswordBook.check): an
+        # unsigned CHAP login must not be a free oracle.
         proven = (request.packet.has_message_authenticator
                   or request.client.trusted_unsigned or clear == b"")
-        # A wrong PAP code counts against the password when it is proven, or when it
-        # decrypts to something a person could type (a wrong secret gives noise).
-        countable = proven or (clear is not None and clear.isascii() and clear.isalnum())
         device = request_device(request)
         # A 12-digit User-Name may be a phone number typed without "+": it is a MAC
         # login only when written as a MAC or equal to the device's own address.
@@ -122,7 +121,7 @@ class OtpAuth:
                 # Rules §6 costs money: never on the word of an unauthenticated packet.
                 return self._reject("unsigned_request")
             return await self.get_password(request, login, device, now)
-        return LoginContext(login, device, matches, countable)
+        return LoginContext(login, device, matches)
 
     async def request_password(self, text: str, *, device: str | None, nas: str | None,
                                now: float, language: str | None = None) -> Issued | Refused:
@@ -170,11 +169,7 @@ class OtpAuth:
         until = self._voucher_misses.get(login)
         if until is not None and until > now:
             return None
-        from radiusd.otp import LIVE_COLUMNS
-
-        rows = await self.store.fetchall(
-            f"SELECT {LIVE_COLUMNS} FROM passwords "
-            "WHERE login = ? AND kind = 'voucher' AND state != 'expired'", (login,))
+        rows = await passwords.live_voucher(self.store, login)
         known = self.book.vouchers.get(login)
         if not rows:
             if known is not None:
@@ -185,13 +180,14 @@ class OtpAuth:
             return None
         self._voucher_misses.pop(login, None)
         if known is None:
-            self.book.load(rows, [])
+            self.book.load(rows)
         return self.book.vouchers.get(login)
 
     async def authenticate(self, request: Request, context: object, now: float) -> bool:
         assert isinstance(context, LoginContext)
-        context.checked = self.book.check(context.login, context.matches, context.device, now,
-                                          count=context.countable)
+        # The guess budget is per NAS as the network sees it: the address it sends from.
+        context.checked = self.book.check(context.login, context.matches, context.device,
+                                          request.source[0], now)
         return context.checked.password is not None
 
     async def post_auth(self, request: Request, context: object, ok: bool,
@@ -203,7 +199,7 @@ class OtpAuth:
         if pw is None:
             if ops:
                 await self.store.write(ops)
-            return self._reject(checked.reason)
+            return self._reject(checked.reason, **checked.values)
         if checked.claimed:
             # Bind to the NAS as accounting names it (NAS-IP-Address first), so that
             # its Accounting-On/Off finds this password (Rules §8).

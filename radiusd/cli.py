@@ -51,6 +51,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  client {c.name}: {', '.join(addrs)} "
               f"(require_message_authenticator={str(c.require_message_authenticator).lower()})")
     print(f"  database {config.database.path}")
+    from radiusd.sealing import locate_key
+
+    print(f"  sealing key {locate_key(config.otp, config.database.path).describe()}")
     for warning in config.warnings():
         print(f"  warning: {warning}")
     print(f"  sms provider {config.sms.provider}")

@@ -59,9 +59,13 @@ class ServerConfig(_Section):
     acct_listen: ListenList = ["0.0.0.0:1813", "[::]:1813"]
     # RFC 5080 §2.2.2: how long a reply is kept for retransmissions.
     duplicate_window_seconds: float = Field(default=5.0, gt=0, le=60)
-    # Requests being processed at once; past it new requests are dropped (and counted)
-    # so that a flood makes the NAS retransmit instead of the server queueing forever.
+    # Requests being processed at once; past it they wait, at most as many again per
+    # listening address (then the oldest is dropped as "overloaded").
     max_in_flight: int = Field(default=4096, ge=1)
+    # A request that waited longer than this before processing is dropped and counted
+    # ("queue_timeout"): the NAS has retransmitted or failed over by then, and an answer
+    # after its timeout is useless (RouterOS waits 300 ms by default).
+    max_queue_ms: int = Field(default=200, ge=1, le=60_000)
 
     @field_validator("auth_listen", "acct_listen")
     @classmethod
@@ -198,10 +202,27 @@ class OtpConfig(_Section):
     per_device_hourly: int = Field(default=10, ge=1)
     per_nas_minute: int = Field(default=60, ge=1)
     global_per_minute: int = Field(default=300, ge=1)
+    # What SMS may cost a day (a sliding 24 h), counted on every front door (RADIUS and
+    # the HTTP API alike); only presses that send an SMS count. See docs/otp.md.
+    per_nas_daily: int = Field(default=2000, ge=1)  # per RADIUS client (NAS)
+    global_daily: int = Field(default=10000, ge=1)  # the whole server
+    # Toll fraud (SMS pumping) walks a range of numbers: SMS per day to one block of
+    # 10,000 numbers (the number without its last four digits).
+    per_prefix_daily: int = Field(default=50, ge=1)
+    # SMS per day to numbers of allowed_regions other than default_region, together.
+    foreign_daily: int = Field(default=200, ge=1)
+    # Wrong codes per hour before a device, or a NAS (the address it sends from), is
+    # refused without comparing: the guess budget (docs/otp.md, "Guessing").
+    wrong_per_device_hourly: int = Field(default=10, ge=1)
+    wrong_per_nas_hourly: int = Field(default=100, ge=1)
     language: Literal["kk", "ru", "en"] = "en"
     session_timeout_seconds: int = Field(default=0, ge=0)  # 0: not sent
     idle_timeout_seconds: int = Field(default=0, ge=0)  # 0: not sent
-    key_file: str = "radiusd.key"  # created with mode 0600 when missing
+    # Sealing key file, created 0600 when missing. Empty: $RADIUSD_KEY_FILE, else
+    # /etc/radiusd/radiusd.key as root, else ~/.config/radiusd/radiusd.key; a
+    # radiusd.key left in the working directory by earlier versions is used first
+    # (docs/keys.md). A relative path is relative to the working directory.
+    key_file: str = ""
     key: str = ""  # base64 key; overrides key_file when set
 
     @field_validator("default_region")
@@ -265,12 +286,58 @@ class HttpConfig(_Section):
     # login to POST /portal/chilli-logon, which answers the challenge with the secret
     # and redirects to chilli's /logon. Empty: the browser answers it (no uamsecret).
     coovachilli_uamsecret: str = ""
+    # The portal's own public origins, e.g. ["http://wifi.example.kz:8080"]. Set: a
+    # browser's Origin must be one of these or of allowed_origins (Host is not trusted:
+    # a DNS-rebinding page sends a matching Host). Empty: Origin is compared with Host.
+    public_origins: list[str] = []
+    # Connection bounds (README: "Putting the portal on an open network").
+    # A connection with no request for this long is closed (idle keep-alive, or a
+    # client that connects and sends nothing).
+    idle_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
+    # A request head must arrive whole within this many seconds of its first byte,
+    # and its body within as long again after the head (slowloris); else 408, closed.
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # Open connections per client (IPv4 address or IPv6 /64); a configured NAS's
+    # address (its NAT) gets 20 times more; trusted_proxies are not capped per address.
+    max_connections_per_address: int = Field(default=64, ge=1)
+    # Open connections in all; lowered at start to what the open-file limit leaves
+    # after the descriptors already open and 128 kept for the store, SMS and RADIUS.
+    max_connections: int = Field(default=4096, ge=1)
+    # GET /healthz says the SMS side is degraded (503) while a queued SMS has waited
+    # longer than this many seconds.
+    sms_stall_seconds: float = Field(default=60.0, gt=0)
+    # Client addresses (CIDR) that may read GET /metrics; others get 404.
+    metrics_allow: list[str] = ["127.0.0.0/8", "::1/128"]
+    # Own listener(s) for GET /metrics (and /healthz), e.g. ["127.0.0.1:9812"]; set,
+    # /metrics is served there only. Empty: on the `listen` addresses.
+    metrics_listen: list[str] = []
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics_listen")
     @classmethod
     def _listen_ok(cls, v: list[str]) -> list[str]:
         for item in v:
             parse_listen(item)
+        return v
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks_ok(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or network (CIDR)") from None
+        return v
+
+    @field_validator("public_origins", "allowed_origins")
+    @classmethod
+    def _origins_ok(cls, v: list[str]) -> list[str]:
+        for item in v:  # what browsers send in Origin: scheme://host[:port], no path
+            scheme, sep, rest = item.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest \
+                    or any(c in rest for c in "/?#@\\ "):
+                raise ValueError(f"{item!r}: write an origin as scheme://host[:port], "
+                                 'e.g. "https://wifi.example.kz" (no path, no slash)')
         return v
 
 
@@ -308,6 +375,9 @@ class Config(_Section):
                     out.append(f"clients ({c.name}): {net} is also client "
                                f"{seen[str(net)]!r}; the first one listed answers")
                 seen.setdefault(str(net), c.name)
+        from radiusd.sealing import key_warnings  # sealing imports this module
+
+        out += key_warnings(self.otp, self.database.path)
         return out
 
     @model_validator(mode="after")

@@ -2,7 +2,8 @@
 
 The stages are the ones FreeRADIUS's `sites-available/default` made familiar:
 ``authorize`` -> ``authenticate`` -> ``post_auth`` for Access-Request, ``preacct`` ->
-``accounting`` for Accounting-Request. Status-Server (RFC 5997) is answered here.
+``accounting`` for Accounting-Request. Status-Server (RFC 5997) is answered here,
+only while this server can serve (`Health`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from radiusd.clock import Clock
+from radiusd.health import Health
 from radiusd.radius.endpoint import Port
 from radiusd.radius.message import Drop, Outcome, Reply, Request
 from radiusd.radius.wire import Code
@@ -39,10 +41,16 @@ class AccountingPolicy(Protocol):
 
 
 class Dispatcher:
-    def __init__(self, auth: AuthPolicy, accounting: AccountingPolicy, clock: Clock) -> None:
+    # What a request needs working for Status-Server to be answered. SMS is not one:
+    # logins, accounting and codes already sent go on without it.
+    STATUS_SERVER_NEEDS = ("store",)
+
+    def __init__(self, auth: AuthPolicy, accounting: AccountingPolicy, clock: Clock,
+                 health: Health | None = None) -> None:
         self.auth = auth
         self.accounting = accounting
         self.clock = clock
+        self.health = health or Health()
 
     async def __call__(self, request: Request, port: Port) -> Outcome:
         code = request.code
@@ -69,7 +77,11 @@ class Dispatcher:
             return record
         return await self.accounting.accounting(request, record, now)
 
-    @staticmethod
-    def status_server(port: Port) -> Reply:
-        """RFC 5997 §3: Access-Accept on the auth port, Accounting-Response on acct."""
+    def status_server(self, port: Port) -> Outcome:
+        """RFC 5997 §3: Access-Accept on the auth port, Accounting-Response on acct;
+        no answer while the store cannot commit (RFC 5997 §4: the watchdog must
+        reflect the ability to serve, so that NAS fail over to another server)."""
+        for part in self.STATUS_SERVER_NEEDS:
+            if not self.health.ok(part):
+                return Drop(f"{part}_failing")
         return Reply(Code.ACCESS_ACCEPT if port == "auth" else Code.ACCOUNTING_RESPONSE)

@@ -3,8 +3,10 @@ to stdout or to a file.
 
 Times are ISO 8601 with the UTC offset of the machine's time zone (`TZ`), e.g.
 ``2026-01-05T14:30:00+05:00``; an empty CSV cell / JSON ``null`` means "not yet".
-A file is written to a temporary name beside it and renamed into place once complete,
-so a failed export never leaves half a file; it is created with mode 0600 (personal data).
+Rows are written as they are read, a few thousand at a time, so memory stays flat
+however long the history. A file is written to a temporary name beside it and renamed
+into place once complete, so a failed export never leaves half a file; it is created
+with mode 0600 (personal data).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ JOURNAL_COLUMNS = (
     "id", "surname", "name", "patronymic", "computer", "started_at", "ended_at",
     "document_type", "document_number", "voucher_login", "opened_at", "corrections",
 )
+CHUNK = 2000  # rows per query: each is a short read of its own, so a long export never
+#               holds one snapshot (the WAL can be checkpointed meanwhile)
+PIECE = 1 << 16  # characters of CSV handed to the writer at a time
 SESSION_COLUMNS = (
     "id", "login", "phone", "device", "nas", "nas_address", "framed_ip", "started_at",
     "stopped_at", "session_time", "input_octets", "output_octets", "terminate_cause",
@@ -43,34 +48,64 @@ def iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(int(t), UTC).astimezone().isoformat()
 
 
+def chunks(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fmt: str,
+           bom: bool = False) -> Iterator[str]:
+    """The export's text piece by piece, as the rows arrive (a JSON array item by
+    item); joined, it is exactly `render`'s."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    return _csv(rows, columns, bom) if fmt == "csv" else _json(rows, columns)
+
+
+def _csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str],
+         bom: bool) -> Iterator[str]:
+    buf = io.StringIO()
+    if bom:
+        buf.write("\ufeff")  # lets Excel see UTF-8; plain RFC 4180 readers do not want it
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else row[c] for c in columns])
+        if buf.tell() >= PIECE:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
+def _json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[str]:
+    """`json.dumps(list_of_items, ensure_ascii=False, indent=2)` one item at a time: an
+    item one level deeper is its own dump with every line indented by two spaces (a
+    JSON string holds no raw line break)."""
+    first = True
+    for row in rows:
+        item = json.dumps({c: row[c] for c in columns}, ensure_ascii=False, indent=2)
+        yield ("[\n  " if first else ",\n  ") + item.replace("\n", "\n  ")
+        first = False
+    yield "[]\n" if first else "\n]\n"
+
+
 def render(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fmt: str,
            bom: bool = False) -> str:
-    if fmt == "csv":
-        buf = io.StringIO()
-        if bom:
-            buf.write("\ufeff")  # lets Excel see UTF-8; plain RFC 4180 readers do not want it
-        writer = csv.writer(buf, lineterminator="\r\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if row[c] is None else row[c] for c in columns])
-        return buf.getvalue()
-    if fmt == "json":
-        items = [{c: row[c] for c in columns} for row in rows]
-        return json.dumps(items, ensure_ascii=False, indent=2) + "\n"
-    raise ValueError(f"unknown format {fmt!r}")
+    return "".join(chunks(rows, columns, fmt, bom))
 
 
-def write(text: str, path: str | None) -> None:
-    """To stdout (None or "-"), or atomically to `path`."""
+def write(text: str | Iterable[str], path: str | None) -> None:
+    """To stdout (None or "-") as it comes, or atomically to `path`: written to a
+    temporary file beside it as it comes, renamed into place once complete."""
+    pieces = [text] if isinstance(text, str) else text
     if path in (None, "-"):
-        sys.stdout.buffer.write(text.encode("utf-8"))
-        sys.stdout.buffer.flush()
+        out = sys.stdout.buffer
+        for piece in pieces:
+            out.write(piece.encode("utf-8"))
+        out.flush()
         return
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
+            for piece in pieces:
+                f.write(piece.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -79,45 +114,99 @@ def write(text: str, path: str | None) -> None:
         raise
 
 
-def journal_rows(entries: list[Entry]) -> list[dict[str, Any]]:
-    return [
-        {c: (iso(getattr(e, c)) if c in ("started_at", "ended_at", "opened_at")
-             else getattr(e, c)) for c in JOURNAL_COLUMNS}
-        for e in entries
-    ]
+def journal_rows(entries: Iterable[Entry]) -> Iterator[dict[str, Any]]:
+    for e in entries:
+        yield {c: (iso(getattr(e, c)) if c in ("started_at", "ended_at", "opened_at")
+                   else getattr(e, c)) for c in JOURNAL_COLUMNS}
+
+
+_BEGIN = "COALESCE(started_at, updated_at)"
+_SESSIONS = (
+    "SELECT id, login, device, nas, nas_address, framed_ip,"
+    f" {_BEGIN} AS started_at, stopped_at, session_time,"
+    " input_octets, output_octets, terminate_cause FROM sessions{hint}"
+)
+_NAMES = ("id", "login", "device", "nas", "nas_address", "framed_ip", "started_at",
+          "stopped_at", "session_time", "input_octets", "output_octets", "terminate_cause")
 
 
 def session_rows(conn: sqlite3.Connection, region: str, since: float | None,
-                 until: float | None, phone: str | None) -> list[dict[str, Any]]:
-    """Phone-based sessions online at some moment of [since, until), oldest first."""
-    sql = ("SELECT id, login, device, nas, nas_address, framed_ip,"
-           " COALESCE(started_at, updated_at) AS started_at, stopped_at, session_time,"
-           " input_octets, output_octets, terminate_cause FROM sessions WHERE 1")
-    params: list[Any] = []
-    if since is not None:
-        sql += " AND (stopped_at IS NULL OR stopped_at >= ?)"
-        params.append(since)
-    if until is not None:
-        sql += " AND COALESCE(started_at, updated_at) < ?"
-        params.append(until)
-    sql += " ORDER BY COALESCE(started_at, updated_at), id"
-    cur = conn.execute(sql, params)
-    names = [d[0] for d in cur.description]
-    numbers: dict[str, str | None] = {}
-    out = []
-    for row in cur:
-        r = dict(zip(names, row, strict=True))
+                 until: float | None, phone: str | None,
+                 chunk: int = CHUNK) -> Iterator[dict[str, Any]]:
+    """Phone-based sessions online at some moment of [since, until), oldest first,
+    read `chunk` rows per query along `sessions_begin` (so memory stays flat and a
+    window is answered from the index)."""
+    numbers = _Numbers(region)
+    for raw in _sessions(conn, since, until, chunk):
+        r = dict(zip(_NAMES, raw, strict=True))
         login = r["login"] or ""
-        if login not in numbers:
-            numbers[login] = e164(login, region) if login else None
-        r["phone"] = numbers[login]
+        r["phone"] = numbers(login) if login else None
         if phone is not None and r["phone"] != phone:
             continue
         r["device"] = _device_text(r["device"])
         r["started_at"] = iso(r["started_at"])
         r["stopped_at"] = iso(r["stopped_at"])
-        out.append(r)
-    return out
+        yield r
+
+
+def _sessions(conn: sqlite3.Connection, since: float | None, until: float | None,
+              chunk: int) -> Iterator[tuple[Any, ...]]:
+    """A session that stopped at or after `since` began at most the longest closed
+    session before it (`sessions_length`), or it is still open (`sessions_open`)."""
+    where: list[str] = []
+    params: list[Any] = []
+    lower = None
+    if since is not None:
+        longest = conn.execute(
+            f"SELECT MAX(stopped_at - {_BEGIN}) FROM sessions WHERE stopped_at IS NOT NULL"
+        ).fetchone()[0]
+        lower = since - max(0.0, longest or 0.0)
+        # Still open and begun before that: few (the live sessions), from their index.
+        early = (f" WHERE stopped_at IS NULL AND {_BEGIN} < ?"
+                 + (f" AND {_BEGIN} < ?" if until is not None else "")
+                 + f" ORDER BY {_BEGIN}, id")
+        yield from conn.execute(_SESSIONS.format(hint=" INDEXED BY sessions_open") + early,
+                                (lower, until) if until is not None else (lower,)).fetchall()
+        where.append("(stopped_at IS NULL OR stopped_at >= ?)")
+        params.append(since)
+    if until is not None:
+        where.append(f"{_BEGIN} < ?")
+        params.append(until)
+    after: tuple[float, int] | None = None
+    while True:
+        w, p = list(where), list(params)
+        if after is not None:
+            w.append(f"{_BEGIN} >= ? AND NOT ({_BEGIN} = ? AND id <= ?)")
+            p += [after[0], after[0], after[1]]
+        elif lower is not None:
+            w.append(f"{_BEGIN} >= ?")
+            p.append(lower)
+        sql = (_SESSIONS.format(hint="") + (" WHERE " + " AND ".join(w) if w else "")
+               + f" ORDER BY {_BEGIN}, id LIMIT {int(chunk)}")
+        rows = conn.execute(sql, p).fetchall()
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = (rows[-1][6], rows[-1][0])
+
+
+class _Numbers:
+    """`e164` of each login, remembered for up to `most` logins at a time (parsing is
+    most of an export's time; the bound keeps memory flat however many numbers)."""
+
+    def __init__(self, region: str, most: int = 1 << 17) -> None:
+        self.region, self.most = region, most
+        self.seen: dict[str, str | None] = {}
+
+    def __call__(self, login: str) -> str | None:
+        try:
+            return self.seen[login]
+        except KeyError:
+            pass
+        if len(self.seen) >= self.most:
+            self.seen.clear()
+        phone = self.seen[login] = e164(login, self.region)
+        return phone
 
 
 def e164(text: str, region: str) -> str | None:

@@ -48,12 +48,17 @@ def _latest(field: str) -> str:
 
 
 # The journal as it reads now: the first-written row with later events applied.
-CURRENT = (
-    "SELECT j.id AS id, j.opened_at AS opened_at, j.voucher_login AS voucher_login, "
+_CURRENT_COLUMNS = (
+    "j.id AS id, j.opened_at AS opened_at, j.voucher_login AS voucher_login, "
     + ", ".join(_latest(f) for f in FIELDS)
     + ", (SELECT COUNT(*) FROM journal_events e WHERE e.journal_id = j.id"
-    " AND e.event = 'correct') AS corrections FROM journal j"
+    " AND e.event = 'correct') AS corrections"
 )
+CURRENT = f"SELECT {_CURRENT_COLUMNS} FROM journal j"
+# Reads go along `journal_span` (migration 4): each entry's current start and end,
+# kept by triggers from the same events, indexed. Rows per query: each is a short
+# read of its own, so a long export never holds one snapshot (the WAL stays small).
+CHUNK = 2000
 
 
 class JournalError(Exception):
@@ -243,24 +248,70 @@ def list_entries(
 ) -> list[Entry]:
     """Entries online at some moment of [since, until) (an open entry is online until
     it is closed), oldest first."""
+    return list(iter_entries(conn, since=since, until=until, computer=computer,
+                             open_only=open_only))
+
+
+def iter_entries(
+    conn: sqlite3.Connection, *, since: float | None = None, until: float | None = None,
+    computer: str | None = None, open_only: bool = False, chunk: int = CHUNK,
+) -> Iterator[Entry]:
+    """`list_entries` as it reads: `chunk` entries per query along `journal_span`'s
+    start index, so memory stays flat and a window is answered from the index. An
+    entry that ends at or after `since` began at most the longest closed entry before
+    it (`journal_span_length`), or is still open (`journal_span_open`)."""
+    wanted = unicodedata.normalize("NFC", computer).strip() if computer is not None else None
+    rows = _span_rows(conn, since, until, open_only, chunk)
+    for row in rows:
+        entry = _entry(row)
+        if wanted is None or entry.computer == wanted:
+            yield entry
+
+
+_SPAN = f"SELECT {_CURRENT_COLUMNS}, s.started_at FROM journal_span s{{hint}}" \
+    " JOIN journal j ON j.id = s.journal_id"
+
+
+def _span_rows(conn: sqlite3.Connection, since: float | None, until: float | None,
+               open_only: bool, chunk: int) -> Iterator[tuple[Any, ...]]:
     where: list[str] = []
     params: list[Any] = []
-    if since is not None:
-        where.append("(ended_at IS NULL OR ended_at >= ?)")
+    lower = None
+    if since is not None and not open_only:
+        longest = conn.execute("SELECT MAX(ended_at - started_at) FROM journal_span"
+                               " WHERE ended_at IS NOT NULL").fetchone()[0]
+        lower = since - max(0.0, longest or 0.0)
+        # Still open and begun before that: few (the open entries), from their index.
+        early = conn.execute(
+            _SPAN.format(hint=" INDEXED BY journal_span_open")
+            + " WHERE s.ended_at IS NULL AND s.started_at < ?"
+            + (" AND s.started_at < ?" if until is not None else "")
+            + " ORDER BY s.started_at, s.journal_id",
+            (lower, until) if until is not None else (lower,)).fetchall()
+        yield from (r[:-1] for r in early)
+        where.append("(s.ended_at IS NULL OR s.ended_at >= ?)")
         params.append(since)
+    if open_only:  # online until now, so at any `since`
+        where.append("s.ended_at IS NULL")
     if until is not None:
-        where.append("started_at < ?")
+        where.append("s.started_at < ?")
         params.append(until)
-    if computer is not None:
-        where.append("computer = ?")
-        params.append(unicodedata.normalize("NFC", computer).strip())
-    if open_only:
-        where.append("ended_at IS NULL")
-    sql = f"SELECT * FROM ({CURRENT})"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY started_at, id"
-    return [_entry(row) for row in conn.execute(sql, params)]
+    after: tuple[float, int] | None = None
+    while True:
+        w, p = list(where), list(params)
+        if after is not None:
+            w.append("s.started_at >= ? AND NOT (s.started_at = ? AND s.journal_id <= ?)")
+            p += [after[0], after[0], after[1]]
+        elif lower is not None:
+            w.append("s.started_at >= ?")
+            p.append(lower)
+        sql = (_SPAN.format(hint="") + (" WHERE " + " AND ".join(w) if w else "")
+               + f" ORDER BY s.started_at, s.journal_id LIMIT {int(chunk)}")
+        batch = conn.execute(sql, p).fetchall()
+        yield from (r[:-1] for r in batch)
+        if len(batch) < chunk:
+            return
+        after = (batch[-1][-1], batch[-1][0])
 
 
 def close_entry(conn: sqlite3.Connection, now: float, entry_id: int, at: float,
@@ -389,12 +440,44 @@ def voucher_session_ended_ops(journal_id: int, at: float) -> list[tuple[str, tup
 
 def purge_entries(conn: sqlite3.Connection, cutoff: float) -> int:
     """Retention: delete entries that ended before `cutoff`, with their events; open
-    entries are kept whatever their age. Runs in the caller's transaction."""
-    ids = [r[0] for r in conn.execute(
-        f"SELECT id FROM ({CURRENT}) WHERE ended_at IS NOT NULL AND ended_at < ?", (cutoff,))]
+    entries are kept whatever their age. Runs in the caller's transaction, all at
+    once; `radiusd purge` goes in steps (`purge_step`)."""
+    removed = 0
+    after: tuple[float, int] | None = None
+    while True:
+        entries, _, after = purge_step(conn, cutoff, after, CHUNK)
+        removed += entries
+        if after is None:
+            return removed
+
+
+def purge_step(conn: sqlite3.Connection, cutoff: float, after: tuple[float, int] | None,
+               limit: int, *, dry_run: bool = False) -> tuple[int, int, tuple[float, int] | None]:
+    """One step of retention in the caller's transaction: up to `limit` entries that
+    ended before `cutoff`, after `after` in (start, id) order, deleted with their events
+    (with `dry_run` only counted). Returns (entries, events, where the next step
+    starts, or None when none is left). Found along `journal_span`: an entry that
+    ended before the cutoff began before it, or at most the shortest entry's
+    negative length after it."""
+    shortest = conn.execute("SELECT MIN(ended_at - started_at) FROM journal_span"
+                            " WHERE ended_at IS NOT NULL").fetchone()[0]
+    below = cutoff - min(0.0, shortest or 0.0)
+    sql = "SELECT journal_id, started_at FROM journal_span WHERE started_at < ? AND ended_at < ?"
+    params: list[Any] = [below, cutoff]
+    if after is not None:
+        sql += " AND started_at >= ? AND NOT (started_at = ? AND journal_id <= ?)"
+        params += [after[0], after[0], after[1]]
+    rows = conn.execute(sql + f" ORDER BY started_at, journal_id LIMIT {int(limit)}",
+                        params).fetchall()
+    ids = [r[0] for r in rows]
+    events = 0
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
         marks = ",".join("?" * len(chunk))
-        conn.execute(f"DELETE FROM journal_events WHERE journal_id IN ({marks})", chunk)
-        conn.execute(f"DELETE FROM journal WHERE id IN ({marks})", chunk)
-    return len(ids)
+        events += conn.execute(f"SELECT COUNT(*) FROM journal_events WHERE journal_id IN"
+                               f" ({marks})", chunk).fetchone()[0]
+        if not dry_run:
+            conn.execute(f"DELETE FROM journal_events WHERE journal_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM journal WHERE id IN ({marks})", chunk)
+    nxt = (rows[-1][1], rows[-1][0]) if len(rows) == limit else None
+    return len(ids), events, nxt

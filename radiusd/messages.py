@@ -72,6 +72,23 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Сервис занят. Попробуйте через минуту",
         "en": "The service is busy. Try again in a minute",
     },
+    "sms_unavailable": {
+        "kk": "Бүгін мұнда SMS арқылы кіру қолжетімсіз. Қызметкерлерге жүгініңіз",
+        "ru": "Вход по SMS здесь сегодня недоступен. Обратитесь к персоналу",
+        "en": "SMS login is not available here today. Please ask the staff",
+    },
+    "device_guess_limit": {
+        "kk": "Бұл құрылғыдан қате құпиясөз тым көп. {minutes} минуттан кейін көріңіз",
+        "ru": "Слишком много неверных паролей с этого устройства. Попробуйте через "
+              "{minutes} мин",
+        "en": "Too many wrong passwords from this device. Try again in {minutes} min",
+    },
+    "nas_guess_limit": {
+        "kk": "Бұл кіру нүктесінде қате құпиясөз тым көп. {minutes} минуттан кейін көріңіз",
+        "ru": "Слишком много неверных паролей на этой точке доступа. Попробуйте через "
+              "{minutes} мин",
+        "en": "Too many wrong passwords at this access point. Try again in {minutes} min",
+    },
     "wrong_password": {
         "kk": "Құпиясөз қате",
         "ru": "Неверный пароль",

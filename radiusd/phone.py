@@ -65,6 +65,15 @@ def _parse(text: str, default_region: str, allowed_regions: tuple[str, ...]) -> 
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
 
 
+@lru_cache(maxsize=65536)
+def region(e164: str) -> str:
+    """The region (ISO 3166 code) of a number `normalise` returned, "" if none."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None)) or ""
+    except NumberParseException:
+        return ""
+
+
 def mask(e164: str) -> str:
     """`+77012345678` -> `+7 701 *** ** 78`: enough for the user to recognise, not
     enough for a shoulder-surfer."""

@@ -14,20 +14,19 @@ import logging
 from radiusd.clock import Clock
 from radiusd.config import Config
 from radiusd.otp import PasswordBook
+from radiusd.session_end import SessionEnd
+from radiusd.store import sessions
 from radiusd.store.sqlite import Op, Store
 
 log = logging.getLogger("radiusd.reaper")
 
-_CLOSE = """
-UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Stale'
-WHERE unique_id = ? AND stopped_at IS NULL
-"""
-
 
 class Reaper:
-    def __init__(self, config: Config, book: PasswordBook, store: Store, clock: Clock) -> None:
+    def __init__(self, config: Config, book: PasswordBook, ends: SessionEnd, store: Store,
+                 clock: Clock) -> None:
         self.config = config
         self.book = book
+        self.ends = ends
         self.store = store
         self.clock = clock
         self.failures = 0
@@ -36,14 +35,11 @@ class Reaper:
         """One pass; returns how many sessions and passwords it ended."""
         now = self.clock.now()
         cutoff = now - self.config.accounting.stale_after()
-        rows = await self.store.fetchall(
-            "SELECT unique_id, class_token, login, device FROM sessions "
-            "WHERE stopped_at IS NULL AND updated_at < ?", (cutoff,))
+        rows = await sessions.stale(self.store, cutoff)
         ops: list[Op] = []
         for r in rows:
-            ops.append((_CLOSE, (r["unique_id"],)))
-            ops += self.book.end_session(r["class_token"], r["login"], r["device"], now,
-                                         "stale_session")
+            ops.append(sessions.close_stale(r.unique_id))
+            ops += self.ends.end_session(r.class_token, r.login, r.device, now, "stale_session")
         ops += self.book.sweep(now)
         if ops:
             await self.store.write(ops)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,22 @@ from radiusd.testing.nas import SimulatedNAS
 from radiusd.testing.server import loopback_config, nas_for, running_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_KEY_DIR: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A config without [otp] key_file puts the sealing key in /etc/radiusd (root: the
+    suite often runs as root) or the home directory: point every test, and every
+    radiusd process a test starts, at a temporary one instead (docs/keys.md)."""
+    global _KEY_DIR
+    _KEY_DIR = tempfile.mkdtemp(prefix="radiusd-test-key-")
+    os.environ["RADIUSD_KEY_FILE"] = os.path.join(_KEY_DIR, "radiusd.key")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _KEY_DIR is not None:
+        os.environ.pop("RADIUSD_KEY_FILE", None)
+        shutil.rmtree(_KEY_DIR, ignore_errors=True)
 
 
 def require_peer(executable: str, package: str) -> str:

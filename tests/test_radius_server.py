@@ -31,7 +31,7 @@ from radiusd.config import ClientConfig
 from radiusd.radius.clients import ClientTable
 from radiusd.radius.dedup import DuplicateCache
 from radiusd.radius.dictionary import default_codec
-from radiusd.radius.endpoint import Endpoint
+from radiusd.radius.endpoint import Endpoint, Process
 from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
 from radiusd.stats import Stats
@@ -679,3 +679,24 @@ async def test_wrong_secret_is_logged_once_a_minute_while_it_happens(
     lines = [r.getMessage() for r in caplog.records if "shared secret" in r.getMessage()]
     assert len(lines) == 1
     assert "client localhost" in lines[0] and "testing123" not in lines[0]
+
+
+def test_the_same_bytes_on_the_auth_and_the_acct_port_are_two_requests() -> None:
+    """Found by the endpoint fuzzer: the duplicate cache is shared by both ports, and a
+    Status-Server sent byte for byte to 1812 and then to 1813 from one source port got
+    the cached Access-Accept from 1813 (RFC 5997 §3: Accounting-Response there)."""
+    clients = ClientTable([ClientConfig(name="nas", address="127.0.0.1", secret="testing123")])
+    dedup, codec, stats = DuplicateCache(5.0), default_codec(), Stats()
+    auth = Endpoint("auth", clients, dedup, codec, stats)
+    acct = Endpoint("acct", clients, dedup, codec, stats)
+    nas = SimulatedNAS(("127.0.0.1", 1812), secret=b"testing123")
+    datagram = nas.encode(nas.status_server("auth"))
+    source = ("127.0.0.1", 40000)
+    first = auth.receive(datagram, source, 1.0)
+    assert isinstance(first, Process)
+    reply = auth.finish(first, Reply(Code.ACCESS_ACCEPT), 1.0)
+    assert reply is not None and reply[0] == Code.ACCESS_ACCEPT
+    second = acct.receive(datagram, source, 1.1)
+    assert isinstance(second, Process), second
+    answer = acct.finish(second, Reply(Code.ACCOUNTING_RESPONSE), 1.1)
+    assert answer is not None and answer[0] == Code.ACCOUNTING_RESPONSE

@@ -8,10 +8,10 @@ limit per client IP address, because over HTTP anybody can ask.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import math
-import time
 from typing import Any
 
 from aiohttp import web
@@ -19,9 +19,10 @@ from aiohttp import web
 from radiusd import messages, phone
 from radiusd.device import normalise_mac
 from radiusd.http import metrics
-from radiusd.http.keys import COUNTERS, DB_CACHE, IP_LIMITS, SERVER, TIMER
+from radiusd.http.keys import COUNTERS, DB_CACHE, GUARD, IP_LIMITS, METRICS_ALLOW, SERVER, TIMER
 from radiusd.http.language import pick_language
 from radiusd.otp import HOUR, MINUTE, Issued, Window
+from radiusd.store import counts, outbox
 
 # Refusals that are the user's input (400) versus limits (429 + Retry-After).
 BAD_INPUT = {"not_a_number", "not_mobile", "region_not_allowed", "no_login"}
@@ -47,7 +48,9 @@ def limit_key(ip: str) -> str:
 
 class IpLimits:
     """Per client (IPv4 address or IPv6 /64): at most `per_minute` and `per_hour`
-    "Get password" presses; memory bounded, pruning at most once a minute."""
+    "Get password" presses; memory bounded, pruning at most once a minute. The
+    API-wide budget (`total_per_minute`) counts only presses that send an SMS
+    (`reserve`, then `release` when refused), so a refusal locks nobody else out."""
 
     MAX_KEYS = 100_000
 
@@ -77,7 +80,6 @@ class IpLimits:
                     del table[old]
         for table, span in ((self.minute, MINUTE), (self.hour, HOUR)):
             table.setdefault(key, Window(span)).events.append(now)
-        self.total.events.append(now)
         return 0.0
 
     def total_wait(self, now: float) -> float:
@@ -85,6 +87,18 @@ class IpLimits:
         if self.total_per_minute and self.total.count(now) >= self.total_per_minute:
             return self.total.oldest() + MINUTE - now
         return 0.0
+
+    def reserve(self, now: float) -> float:
+        """Take one press from the API-wide budget (0), or the seconds to wait."""
+        wait = self.total_wait(now)
+        if wait <= 0:
+            self.total.events.append(now)
+        return wait
+
+    def release(self, at: float) -> None:
+        """Give back a press reserved at `at` that sent no SMS (Refused)."""
+        with contextlib.suppress(ValueError):
+            self.total.events.remove(at)
 
     def prune(self, now: float) -> None:
         self._pruned = now
@@ -101,12 +115,17 @@ def cors_headers(request: web.Request, allowed: list[str]) -> dict[str, str]:
     return {}
 
 
-def origin_refused(request: web.Request, allowed: list[str]) -> bool:
+def origin_refused(request: web.Request, allowed: list[str],
+                   public: list[str] | None = None) -> bool:
     """A browser on another site (its Origin is neither ours nor listed): refuse, so
-    other websites cannot make their visitors' browsers send SMS."""
+    other websites cannot make their visitors' browsers send SMS. Ours is
+    `[http] public_origins` when set; else the Host header, which a DNS-rebinding
+    page also controls (so set public_origins when the portal has a name)."""
     origin = request.headers.get("Origin")
     if not origin or origin in allowed:
         return False
+    if public:
+        return origin not in public
     return origin != f"{request.scheme}://{request.host}"
 
 
@@ -144,7 +163,8 @@ async def otp(request: web.Request) -> web.Response:
 
 
 async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response:
-    if origin_refused(request, server.config.http.allowed_origins):
+    cfg = server.config.http
+    if origin_refused(request, cfg.allowed_origins, cfg.public_origins):
         counters.otp["forbidden_origin"] += 1
         return _json({"error": "forbidden_origin",
                       "message": "this origin may not call the API; the operator lists "
@@ -155,10 +175,7 @@ async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response
         counters.otp["bad_request"] += 1
         return _json({"error": "bad_request",
                       "message": "send Content-Type: application/json"}, 415)
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-        body = None
+    body = await _json_body(request)
     lang = pick_language(
         body.get("language") if isinstance(body, dict) else None,
         request.headers.get("Accept-Language"), server.config.otp.language)
@@ -190,8 +207,19 @@ async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response
     if wait > 0:
         counters.otp["ip_limit"] += 1
         return _refused("ip_limit", messages.text("device_limit", lang), wait)
-    result = await server.auth.request_password(
-        text, device=normalise_mac(body.get("device")), nas=None, now=now, language=lang)
+    busy = limits.reserve(now)  # again: other presses may have taken it meanwhile
+    if busy > 0:
+        counters.otp["api_busy"] += 1
+        return _refused("busy", messages.text("busy", lang), busy)
+    try:
+        result = await server.auth.request_password(
+            text, device=normalise_mac(body.get("device")), nas=None, now=now,
+            language=lang)
+    except BaseException:
+        limits.release(now)
+        raise
+    if not isinstance(result, Issued):
+        limits.release(now)  # refused for a reason of its own: no SMS, no budget
     if isinstance(result, Issued):
         counters.otp["sent"] += 1
         masked = phone.mask(result.password.login)
@@ -201,6 +229,15 @@ async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response
     if result.reason in BAD_INPUT:
         return _json({"error": result.reason, "message": result.message(lang)}, 400)
     return _refused(result.reason, result.message(lang), result.retry_after)
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The JSON body, or None when it is not JSON. Always UTF-8 (RFC 8259 §8.1: a
+    `charset` parameter has no meaning for application/json); too deep is not JSON."""
+    try:
+        return json.loads((await request.read()).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def _refused(reason: str, message: str, wait: float) -> web.Response:
@@ -216,7 +253,8 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 when the store answers and the SMS worker runs; 503 naming what is not."""
+    """200 when the store answers and commits, the SMS worker runs and no SMS has
+    waited longer than `[http] sms_stall_seconds`; else 503 naming what is not."""
     server = request.app[SERVER]
     checks = await health_checks(server)
     ok = all(v == "ok" for v in checks.values())
@@ -224,13 +262,29 @@ async def healthz(request: web.Request) -> web.Response:
                              status=200 if ok else 503)
 
 
-async def health_checks(server: Any) -> dict[str, str]:
-    checks: dict[str, str] = {}
+async def sms_waiting(server: Any) -> float | None:
+    """Seconds the oldest queued SMS has waited (0: none waits); None: unknown."""
     try:
-        await asyncio.wait_for(server.store.fetchone("SELECT 1"), 2.0)
+        oldest = await asyncio.wait_for(outbox.oldest_queued(server.store), 2.0)
+    except Exception:
+        return None
+    if oldest is None:
+        return 0.0
+    waited: float = max(0.0, server.clock.now() - oldest)
+    return waited
+
+
+async def health_checks(server: Any) -> dict[str, str]:
+    """`store`, `sms`, and any other part `server.health` reports failing."""
+    checks: dict[str, str] = {}
+    health = server.health
+    try:
+        await asyncio.wait_for(counts.ping(server.store), 2.0)
         checks["store"] = "ok"
     except Exception as e:
         checks["store"] = f"error: {type(e).__name__}"
+    if checks["store"] == "ok" and not health.ok("store"):
+        checks["store"] = f"error: {health.reason('store')}"  # e.g. disk full on commit
     task = next((t for t in server.background if t.get_name() == "sms-outbox"), None)
     if server.sms is None or task is None:
         checks["sms"] = "not running"
@@ -238,27 +292,47 @@ async def health_checks(server: Any) -> dict[str, str]:
         checks["sms"] = "stopped"
     else:
         checks["sms"] = "ok"
+        waited = await sms_waiting(server)
+        if waited is not None and waited > server.config.http.sms_stall_seconds:
+            why = health.reason("sms")
+            checks["sms"] = (f"degraded: an SMS has waited {waited:.0f} s"
+                             + (f" ({why})" if why else ""))
+    for part, trouble in sorted(health.troubles.items()):
+        checks.setdefault(part, f"error: {trouble.reason}")
     return checks
 
 
+def metrics_allowed(request: web.Request) -> bool:
+    """`[http] metrics_allow`: the caller (X-Forwarded-For only from trusted_proxies)
+    is in one of the listed networks."""
+    ip = client_ip(request, request.app[SERVER].config.http.trusted_proxies)
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in request.app[METRICS_ALLOW])
+
+
 async def metrics_page(request: web.Request) -> web.Response:
+    if not metrics_allowed(request):
+        raise web.HTTPNotFound()
     server = request.app[SERVER]
     checks = await health_checks(server)
-    cache = request.app[DB_CACHE]
-    now = time.monotonic()
-    if checks["store"] == "ok" and now - cache.get("at", -1e9) > 5.0:
-        try:
-            cache["counts"] = {k: [(str(r[0]), int(r[1])) for r in
-                                   await server.store.fetchall(q)]
-                               for k, q in metrics.DB_QUERIES.items()}
-            cache["at"] = now
-        except Exception:
-            pass
-    counts = cache.get("counts") or {"state": [], "used": [("used", 0)], "expired": [],
-                                     "sms": []}
+    # Counters and live gauges cost a few index searches (issue 18): read per scrape;
+    # while the store does not answer, the last figures read are shown.
+    last = request.app[DB_CACHE]
+    if checks["store"] == "ok":
+        with contextlib.suppress(Exception):
+            last["counts"] = await asyncio.wait_for(counts.snapshot(server.store), 2.0)
+    figures = last.get("counts") or counts.Snapshot()
     text = metrics.render(server.stats.counts, server.stats.dropped, request.app[TIMER],
-                          request.app[COUNTERS], counts,
+                          request.app[COUNTERS], figures,
                           {k: int(v == "ok") for k, v in checks.items()})
+    text += metrics.render_bounds(request.app[COUNTERS], request.app[GUARD], server.health,
+                                  server.sms, await sms_waiting(server))
+    text += metrics.render_limits(server.book.limits.refused, server.book.guesses.refused)
     return web.Response(text=text, content_type="text/plain",
                         headers={"X-Content-Type-Options": "nosniff"},
                         charset="utf-8")
@@ -297,11 +371,12 @@ OPENAPI: dict[str, Any] = {
                         "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/Error"}}}}}}},
         "/healthz": {"get": {
-            "summary": "Store reachable and SMS worker running",
+            "summary": "Store reachable and committing, SMS worker running and not "
+                       "stalled",
             "responses": {"200": {"description": "Healthy"},
                           "503": {"description": "Unhealthy; `checks` says what"}}}},
         "/metrics": {"get": {
-            "summary": "Prometheus text format",
+            "summary": "Prometheus text format (only from [http] metrics_allow)",
             "responses": {"200": {"description": "Metrics",
                                   "content": {"text/plain": {}}}}}},
     },

@@ -14,3 +14,5 @@ TIMER: web.AppKey[RadiusTimer | None] = web.AppKey("timer", object)  # type: ign
 IP_LIMITS: web.AppKey[Any] = web.AppKey("ip_limits", object)
 CHILLI_LIMITS: web.AppKey[Any] = web.AppKey("chilli_limits", object)
 DB_CACHE: web.AppKey[dict[str, Any]] = web.AppKey("db_cache", dict)
+GUARD: web.AppKey[Any] = web.AppKey("guard", object)  # radiusd.http.guard.Guard
+METRICS_ALLOW: web.AppKey[list[Any]] = web.AppKey("metrics_allow", list)

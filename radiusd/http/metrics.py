@@ -5,7 +5,8 @@ What is counted where:
   a thin wrapper around the dispatcher (the listener calls it for every request);
 - drops by reason and datagrams received: `Stats` (kept by the endpoints);
 - passwords issued / used / expired and SMS queued / sent / failed: the database, which
-  is the truth across restarts and across nodes (read at most every few seconds);
+  is the truth across restarts and across nodes; counted there as the events happen
+  and read per scrape without touching history (`radiusd.store.counts`, issue 18);
 - HTTP requests by path and status: `HttpCounters`.
 """
 
@@ -17,8 +18,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from radiusd.limits import GUESS_CAPS, SMS_CAPS
 from radiusd.radius.message import Drop, Outcome, Request
 from radiusd.radius.wire import Code
+from radiusd.store.counts import Snapshot
 
 # Seconds; RADIUS answers are expected in milliseconds, a NAS gives up after 1-5 s.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -67,7 +70,18 @@ class RadiusTimer:
     async def __call__(self, request: Request, port: Any) -> Outcome:
         t0 = time.perf_counter()
         outcome = await self.inner(request, port)
-        elapsed = time.perf_counter() - t0
+        self._observe(port, request.client.name, outcome, time.perf_counter() - t0)
+        return outcome
+
+    def status_server(self, port: Any) -> Outcome:
+        """RFC 5997: the listener answers Status-Server without a task; counted too."""
+        t0 = time.perf_counter()
+        outcome: Outcome = self.inner.status_server(port)  # type: ignore[attr-defined]
+        self._observe(port, None, outcome, time.perf_counter() - t0)
+        return outcome
+
+    def _observe(self, port: Any, client: str | None, outcome: Outcome,
+                 elapsed: float) -> None:
         if isinstance(outcome, Drop):
             code = "drop"
         else:
@@ -75,18 +89,22 @@ class RadiusTimer:
                 code = Code(outcome.code).name.lower()
             except ValueError:
                 code = str(outcome.code)
-        self.replies[(str(port), request.client.name, code)] += 1
+        if client is not None:
+            self.replies[(str(port), client, code)] += 1
         hist = self.latency.get(str(port))
         if hist is None:
             hist = self.latency[str(port)] = Histogram()
         hist.observe(elapsed)
-        return outcome
 
 
 class HttpCounters:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, int]] = Counter()  # (route, status)
         self.otp: Counter[str] = Counter()  # outcome: sent | <Refused.reason> | ip_limit
+        self.refused: Counter[str] = Counter()  # connections: per_address | total
+        self.closed: Counter[str] = Counter()  # idle_for_room | request_timeout | body_timeout
+        self.bad: Counter[str] = Counter()  # malformed: parse | input; server: our errors
+        self.descriptors: Counter[str] = Counter()  # EMFILE/ENFILE where: accept | http
 
 
 def _label(value: object) -> str:
@@ -97,18 +115,28 @@ def _family(name: str, kind: str, help_text: str) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
 
 
+def _number(value: float) -> str:
+    """Exact: a count of millions is not rounded to six digits ("4.4488e+06")."""
+    if isinstance(value, int):
+        return f"{value:d}"
+    if value.is_integer() and abs(value) < 2**53:
+        return f"{int(value):d}"
+    return repr(value)
+
+
 def _samples(name: str, rows: Iterable[tuple[dict[str, object], float]]) -> list[str]:
     out = []
     for labels, value in rows:
         text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-        out.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+        shown = _number(value)
+        out.append(f"{name}{{{text}}} {shown}" if text else f"{name} {shown}")
     return out
 
 
 def render(stats_counts: Counter[str], stats_dropped: Counter[str],
            timer: RadiusTimer | None, http: HttpCounters,
-           db: dict[str, list[tuple[str, int]]], up: dict[str, int]) -> str:
-    """Everything as one exposition text. ``db`` holds the grouped database counts."""
+           db: Snapshot, up: dict[str, int]) -> str:
+    """Everything as one exposition text. ``db`` holds the database's figures."""
     lines: list[str] = []
     lines += _family("radiusd_up", "gauge", "1 when the component is healthy.")
     lines += _samples("radiusd_up", (({"component": k}, v) for k, v in sorted(up.items())))
@@ -148,22 +176,23 @@ def render(stats_counts: Counter[str], stats_dropped: Counter[str],
 
     lines += _family("radiusd_passwords", "gauge",
                      "One-time passwords in the database, by state (Rules §5-§9).")
-    lines += _samples("radiusd_passwords", (({"state": s}, n) for s, n in db["state"]))
+    lines += _samples("radiusd_passwords", (
+        ({"state": s}, db.passwords.get(s, 0))
+        for s in sorted({"issued", "active", "expired", *db.passwords})))
     lines += _family("radiusd_passwords_issued_total", "counter", "Passwords ever issued.")
-    lines += _samples("radiusd_passwords_issued_total",
-                      [({}, sum(n for _, n in db["state"]))])
+    lines += _samples("radiusd_passwords_issued_total", [({}, db.issued)])
     lines += _family("radiusd_passwords_used_total", "counter",
                      "Passwords that logged a device in (Rules §7).")
-    lines += _samples("radiusd_passwords_used_total", [({}, db["used"][0][1])])
+    lines += _samples("radiusd_passwords_used_total", [({}, db.used)])
     lines += _family("radiusd_passwords_expired_total", "counter",
                      "Passwords expired, by reason (Rules §8-§9).")
     lines += _samples("radiusd_passwords_expired_total",
-                      (({"reason": r}, n) for r, n in db["expired"]))
+                      (({"reason": r}, n) for r, n in sorted(db.expired.items())))
     lines += _family("radiusd_sms_messages", "gauge",
                      "SMS in the outbox, by state: queued, sent, failed (Rules §6).")
-    states = dict(db["sms"])
     lines += _samples("radiusd_sms_messages", (
-        ({"state": s}, states.get(s, 0)) for s in sorted({"queued", "sent", "failed", *states})))
+        ({"state": s}, db.sms.get(s, 0))
+        for s in sorted({"queued", "sent", "failed", *db.sms})))
 
     lines += _family("radiusd_http_requests_total", "counter",
                      "HTTP requests, by route and status.")
@@ -176,10 +205,69 @@ def render(stats_counts: Counter[str], stats_dropped: Counter[str],
     return "\n".join(lines) + "\n"
 
 
-DB_QUERIES = {
-    "state": "SELECT state, COUNT(*) FROM passwords GROUP BY state",
-    "used": "SELECT 'used', COUNT(*) FROM passwords WHERE claimed_at IS NOT NULL",
-    "expired": "SELECT COALESCE(expire_reason, 'unknown'), COUNT(*) FROM passwords "
-               "WHERE state = 'expired' GROUP BY expire_reason",
-    "sms": "SELECT state, COUNT(*) FROM sms_outbox GROUP BY state",
-}
+def render_bounds(http: HttpCounters, guard: Any, health: Any, sms: Any,
+                  sms_waiting: float | None) -> str:
+    """Issue 19: connections and their bounds, descriptors running out, malformed
+    requests, health episodes, and whether SMS go out."""
+    lines: list[str] = []
+    if guard is not None:
+        book = guard.book
+        lines += _family("radiusd_http_connections", "gauge", "HTTP connections open.")
+        lines += _samples("radiusd_http_connections", [({}, book.total)])
+        lines += _family("radiusd_http_connections_limit", "gauge",
+                         "Most HTTP connections open at once, in all and per client.")
+        lines += _samples("radiusd_http_connections_limit", [
+            ({"scope": "total"}, book.total_cap), ({"scope": "per_address"}, book.per_key_cap)])
+    lines += _family("radiusd_http_connections_refused_total", "counter",
+                     "HTTP connections closed at once: a client's share or the total was full.")
+    lines += _samples("radiusd_http_connections_refused_total", (
+        ({"reason": r}, http.refused.get(r, 0)) for r in ("per_address", "total")))
+    lines += _family("radiusd_http_connections_closed_total", "counter",
+                     "HTTP connections the server closed: idle ones for room, slow requests.")
+    lines += _samples("radiusd_http_connections_closed_total", (
+        ({"reason": r}, http.closed.get(r, 0))
+        for r in ("idle_for_room", "request_timeout", "body_timeout")))
+    lines += _family("radiusd_http_bad_requests_total", "counter",
+                     "HTTP requests refused as malformed (parse, input) or failed (server).")
+    lines += _samples("radiusd_http_bad_requests_total", (
+        ({"kind": k}, http.bad.get(k, 0)) for k in ("parse", "input", "server")))
+    exhausted = dict(http.descriptors)
+    exhausted["sms"] = getattr(sms, "descriptor_errors", 0)
+    lines += _family("radiusd_descriptors_exhausted_total", "counter",
+                     "Times a descriptor could not be had (EMFILE/ENFILE), by where.")
+    lines += _samples("radiusd_descriptors_exhausted_total", (
+        ({"where": w}, exhausted.get(w, 0)) for w in ("accept", "http", "sms")))
+    if health is not None:
+        parts = sorted({"store", "sms", "descriptors", *health.episodes})
+        lines += _family("radiusd_health_failing", "gauge",
+                         "1 while a part of the server reports failing.")
+        lines += _samples("radiusd_health_failing", (
+            ({"part": p}, int(not health.ok(p))) for p in parts))
+        lines += _family("radiusd_health_episodes_total", "counter",
+                         "Episodes of failure per part (each logged once).")
+        lines += _samples("radiusd_health_episodes_total", (
+            ({"part": p}, health.episodes.get(p, 0)) for p in parts))
+    counts = getattr(sms, "counts", None)
+    if counts is not None:
+        lines += _family("radiusd_sms_send_results_total", "counter",
+                         "SMS outbox attempts and outcomes since start, by result.")
+        lines += _samples("radiusd_sms_send_results_total", (
+            ({"result": r}, v) for r, v in sorted(counts.items())))
+    if sms_waiting is not None:
+        lines += _family("radiusd_sms_oldest_queued_seconds", "gauge",
+                         "How long the oldest queued SMS has waited (0: none waits).")
+        lines += _samples("radiusd_sms_oldest_queued_seconds", [({}, round(sms_waiting, 3))])
+    return "\n".join(lines) + "\n"
+
+
+def render_limits(sms_refused: Counter[str], guess_refused: Counter[str]) -> str:
+    """Issue 11: "Get password" presses and logins refused, by the `[otp]` cap that
+    refused them (docs/otp.md "Limits" and "Guessing")."""
+    lines = _family("radiusd_otp_refused_total", "counter",
+                    "Get-password presses (SMS caps) and logins (wrong-code caps) refused, "
+                    "by the [otp] cap that refused them.")
+    refused = sms_refused + guess_refused
+    lines += _samples("radiusd_otp_refused_total", (
+        ({"cap": cap.key}, refused.get(cap.key, 0)) for cap in (*SMS_CAPS, *GUESS_CAPS)))
+    return "\n".join(lines) + "\n"
+

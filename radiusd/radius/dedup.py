@@ -1,8 +1,9 @@
 """Duplicate detection, RFC 5080 §2.2.2.
 
-A request is the same request when source address, source port, Identifier and
-Request Authenticator match (the code too, so an auth and an acct request never
-collide). While the first copy is being processed, copies are dropped; once it is
+A request is the same request when it reached the same port kind (auth or acct:
+the same socket, as RFC 5080 §2.2.2 keys it) from the same source address and port
+with the same code, Identifier and Request Authenticator: a Status-Server sent to
+1812 and then, byte for byte, to 1813 is two requests with two different answers. While the first copy is being processed, copies are dropped; once it is
 answered, copies within the window get the byte-identical reply.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-DedupKey = tuple[str, int, int, int, bytes]  # host, port, code, identifier, authenticator
+# receiving port kind, source host, source port, code, identifier, authenticator
+DedupKey = tuple[str, str, int, int, int, bytes]
 
 IN_PROGRESS = b""
 

@@ -4,11 +4,16 @@
 why), send a cached reply again, or hand a checked `Request` to the dispatcher.
 `finish(...)` turns the dispatcher's outcome into bytes and remembers them for
 retransmissions. The UDP listener only moves datagrams between these and a socket.
+
+Failures that hostile or failing traffic can repeat (a policy error, a reply that
+cannot be encoded) are logged as one line per reason per minute with a count, never
+a traceback per packet.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +22,8 @@ from radiusd.radius.dedup import DedupKey, DuplicateCache
 from radiusd.radius.dictionary import Codec
 from radiusd.radius.message import Drop, Outcome, Request
 from radiusd.radius.wire import (
+    MAX_PACKET,
+    MIN_PACKET,
     PROXY_STATE,
     Code,
     Malformed,
@@ -27,6 +34,7 @@ from radiusd.radius.wire import (
     parse,
 )
 from radiusd.stats import Stats
+from radiusd.throttle import LogThrottle
 
 log = logging.getLogger("radiusd.radius")
 
@@ -50,6 +58,18 @@ _HINTS = {
     "proxy_state_without_message_authenticator": "unsigned Access-Request with Proxy-State "
                                                  "(the BlastRADIUS pattern)",
 }
+
+# The most octets our own attributes can add to a reply, besides Message-Authenticator
+# and the copied Proxy-State, counted high. Access-Request: two strings of at most 255
+# octets on the wire (Reply-Message and State in a challenge; Class in an accept) and
+# three 6-octet integers (Acct-Interim-Interval, Session-Timeout, Idle-Timeout).
+# Accounting-Response and the answer to Status-Server carry none.
+REPLY_ROOM: dict[int, int] = {
+    Code.ACCESS_REQUEST: 2 * 255 + 3 * 6,
+    Code.ACCOUNTING_REQUEST: 0,
+    Code.STATUS_SERVER: 0,
+}
+SIGNATURE = 18  # Message-Authenticator, on every reply to a signed request
 
 
 @dataclass(slots=True)
@@ -86,10 +106,16 @@ class Endpoint:
         self.stats = stats
         self._accepted = ACCEPTED_CODES[port]
         self._unknown_logged: dict[str, float] = {}
+        self.throttle = LogThrottle(self.UNKNOWN_LOG_INTERVAL)
 
     def _drop(self, reason: str) -> Drop:
         self.stats.drop(reason)
         return Drop(reason)
+
+    def shed(self, reason: str, n: int = 1) -> None:
+        """Datagrams dropped before `receive` looked at them (overload, shutdown)."""
+        self.stats.count(f"{self.port}.received", n)
+        self.stats.dropped[reason] += n
 
     def receive(self, data: bytes, source: tuple[str, int], now: float) -> Action:
         """Decide about one datagram. ``now`` is monotonic seconds (duplicate window)."""
@@ -109,7 +135,14 @@ class Endpoint:
         if reason:
             self._log_rejected(reason, client, host, now)
             return self._drop(reason)
-        key: DedupKey = (host, source[1], packet.code, packet.identifier, packet.authenticator)
+        if not self._reply_fits(packet):
+            self.throttle.log(log, logging.WARNING, f"reply_too_big/{host}", now,
+                              "request from %s (client %s) dropped: its Proxy-State leaves no "
+                              "room for a reply within %d octets (RFC 2865 §5.33 forbids "
+                              "trimming it)", host, client.name, MAX_PACKET)
+            return self._drop("reply_too_big")
+        key: DedupKey = (self.port, host, source[1], packet.code, packet.identifier,
+                         packet.authenticator)
         cached = self.dedup.lookup(key, now)
         if cached is not None:
             if cached:
@@ -117,6 +150,18 @@ class Endpoint:
                 return Resend(cached)
             return self._drop("duplicate_in_progress")
         return Process(Request(packet, client, source, self.codec), key)
+
+    @staticmethod
+    def _reply_fits(packet: Packet) -> bool:
+        """Would our largest reply to ``packet`` fit in 4,096 octets (RFC 2865 §3)? Its
+        Proxy-State must be copied unmodified (RFC 2865 §5.33) and no RFC lets a server
+        leave it out, so a request that leaves no room is dropped here, before any
+        policy: no SMS, no state change, no answer that cannot be sent."""
+        proxy_state = sum(len(v) + 2 for t, v in packet.attributes if t == PROXY_STATE)
+        if not proxy_state:
+            return True
+        room = REPLY_ROOM.get(packet.code, REPLY_ROOM[Code.ACCESS_REQUEST])
+        return MIN_PACKET + SIGNATURE + room + proxy_state <= MAX_PACKET
 
     def _authenticate(self, code: int, packet: Packet, client: Client, host: str) -> str:
         """Return a drop reason, or "" when the packet is authentic."""
@@ -159,10 +204,12 @@ class Endpoint:
         try:
             attrs = [self.codec.encode(name, value) for name, value in outcome.attributes]
             data = encode_reply(request.packet, outcome.code, attrs, request.client.secret)
-        except Exception:
-            log.exception("cannot encode the reply to %s; dropped", request.source)
+        except Exception as e:
             self.dedup.forget(action.key)
             self.stats.drop("reply_encoding")
+            self.throttle.log(log, logging.ERROR, f"reply_encoding/{type(e).__name__}", now,
+                              "cannot encode the reply to %s; dropped: %s",
+                              request.source[0], _describe(e))
             return None
         self.dedup.answered(action.key, data, now)
         self.stats.count(f"{self.port}.sent.{Code(outcome.code).name.lower()}")
@@ -173,6 +220,22 @@ class Endpoint:
         retransmission may try again."""
         self.dedup.forget(action.key)
         self.stats.drop(reason)
+
+    def failed(self, action: Process, error: Exception, now: float) -> None:
+        """The policy raised: no reply (a retransmission may try again), and one line
+        per kind of error a minute. A failing store is logged by `Health` once per
+        episode with its real error; here it is only the count of requests it cost."""
+        self.abandon(action, "policy_error")
+        self.throttle.log(log, logging.ERROR, f"policy_error/{type(error).__name__}", now,
+                          "no reply to a request from %s: %s", action.request.source[0],
+                          _describe(error))
+
+    def internal_error(self, source: tuple[str, int], error: Exception, now: float) -> None:
+        """A bug met by one datagram in `receive`: counted, one line a minute."""
+        self.stats.drop("internal_error")
+        self.throttle.log(log, logging.ERROR, f"internal_error/{type(error).__name__}", now,
+                          "unexpected error handling a datagram from %s: %s", source[0],
+                          _describe(error))
 
     def _due(self, key: str, now: float) -> bool:
         """At most one log line a minute per key, in bounded memory (spoofed floods)."""
@@ -201,3 +264,13 @@ class Endpoint:
             "(add a [[clients]] entry; logged at most once a minute per address)",
             host,
         )
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message (at file:line)``: enough to find a bug, in one line."""
+    where = ""
+    tb = traceback.extract_tb(error.__traceback__)
+    if tb:
+        frame = tb[-1]
+        where = f" (at {frame.filename.rsplit('/', 2)[-1]}:{frame.lineno})"
+    return f"{type(error).__name__}: {error}{where}"

@@ -17,59 +17,38 @@ process died between handing the SMS to the provider and recording the answer: t
 may or may not have gone. It is never sent again (no duplicate SMS for one press); once
 its lease runs out it is marked 'failed' and its password made unusable, so the user
 asks again instead of waiting for a code that may not come. See docs/sms.md.
+
+Delivery never stalls in silence: with a `Health`, a provider error (any: an answer,
+a timeout, an exception, descriptors exhausted) starts an "sms" episode, logged once
+until an SMS goes out again; EMFILE/ENFILE also make a "descriptors" episode and are
+counted (`descriptor_errors`). `GET /healthz` reads it (docs/portal.md).
+
+What is kept, and how it is found, is `radiusd.store.outbox`: a round (every "Get
+password" starts one) and a receipt read only the live rows, so they cost the same
+whatever the history (issue 18).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import random
 from collections.abc import Callable
 from typing import Any
 
 from radiusd.clock import Clock
+from radiusd.health import Health
 from radiusd.sealing import Sealer
 from radiusd.sms import SendResult, SmsProvider, mask
+from radiusd.store import outbox as kept
 from radiusd.store.sqlite import Op, Store
 
 log = logging.getLogger("radiusd.sms.outbox")
 
 GiveUp = Callable[[int, float], list[Op]]
-
-_DUE = """
-SELECT o.id, o.password_id, o.recipient, o.body, o.created_at, o.attempts,
-       p.state AS password_state
-FROM sms_outbox o LEFT JOIN passwords p ON p.id = o.password_id
-WHERE o.state = 'queued' AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at LIMIT ?
-"""
-# A code that died before its SMS left (superseded by a newer press, unclaimed TTL)
-# is useless to the user and costs money: not sent.
-_CANCELLED = """
-UPDATE sms_outbox SET state = 'cancelled', last_error = 'password expired before sending'
-WHERE id = ? AND state = 'queued'
-"""
-_ABANDONED = """
-SELECT id, password_id, recipient, attempts FROM sms_outbox
-WHERE state = 'sending' AND next_attempt_at <= ?
-"""
-_NEXT_DUE = "SELECT MIN(next_attempt_at) FROM sms_outbox WHERE state IN ('queued', 'sending')"
-_CLAIM = """
-UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?
-WHERE id = ? AND state = 'queued'
-"""
-_SENT = """
-UPDATE sms_outbox SET state = 'sent', sent_at = ?, provider_ref = ?, last_error = NULL
-WHERE id = ?
-"""
-_RETRY = "UPDATE sms_outbox SET state = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ?"
-_FAILED = "UPDATE sms_outbox SET state = 'failed', last_error = ? WHERE id = ?"
-# provider_ref is "M1" or, for a text sent in parts, "M1,M2": a receipt for any part.
-_RECEIPT = """
-UPDATE sms_outbox SET delivery_state = ?1, delivered_at = ?2
-WHERE provider_ref = ?3
-   OR (instr(provider_ref, ',') > 0 AND ',' || provider_ref || ',' LIKE '%,' || ?3 || ',%')
-"""
 
 
 class OutboxWorker:
@@ -80,7 +59,7 @@ class OutboxWorker:
                  concurrency: int = 8, batch: int = 64, send_timeout: float = 30.0,
                  lease_seconds: float = 60.0, backoff_base: float = 2.0,
                  backoff_max: float = 60.0, idle_poll: float = 30.0,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, health: Health | None = None) -> None:
         if lease_seconds <= send_timeout:
             raise ValueError("lease_seconds must exceed send_timeout")
         self.store = store
@@ -98,6 +77,9 @@ class OutboxWorker:
         self.idle_poll = idle_poll
         self.rng = rng or random.Random()
         self.counts = {"sent": 0, "retry": 0, "failed": 0, "cancelled": 0}
+        self.health = health
+        self.descriptor_errors = 0  # EMFILE/ENFILE while sending (for /metrics)
+        self._emfile = False
         self._wake = asyncio.Event()
         self._stopping = False
         self._receipts: set[asyncio.Task[None]] = set()
@@ -105,7 +87,7 @@ class OutboxWorker:
     def receipt(self, ref: str, state: str) -> None:
         """A delivery receipt from the SMSC (SMPP deliver_sm, e.g. "DELIVRD",
         "UNDELIV"): recorded on the row whose provider_ref it names."""
-        write = self.store.write([(_RECEIPT, (state[:32], self.clock.now(), ref))])
+        write = self.store.write([kept.receipt(ref, state, self.clock.now())])
         task = asyncio.get_running_loop().create_task(self._record_receipt(write, ref))
         self._receipts.add(task)
         task.add_done_callback(self._receipts.discard)
@@ -156,86 +138,110 @@ class OutboxWorker:
             pass  # a full batch: more may be due
 
     async def _until_next_due(self) -> float:
-        row = await self.store.fetchone(_NEXT_DUE)
-        if row is None or row[0] is None:
+        at = await kept.next_due(self.store)
+        if at is None:
             return self.idle_poll
-        return min(self.idle_poll, max(0.0, float(row[0]) - self.clock.now()))
+        return min(self.idle_poll, max(0.0, at - self.clock.now()))
 
     async def run_once(self) -> int:
         """Process what is due now; return how many rows were handled."""
         now = self.clock.now()
         handled = await self._recover_abandoned(now)
-        rows = await self.store.fetchall(_DUE, (now, self.batch))
+        rows = await kept.due(self.store, now, self.batch)
         if not rows:
             return handled
-        dead = [r for r in rows if r["password_state"] == "expired"]
-        rows = [r for r in rows if r["password_state"] != "expired"]
-        expired = [r for r in rows if now - r["created_at"] >= self.max_age]
-        due = [r for r in rows if now - r["created_at"] < self.max_age]
-        ops: list[Op] = [(_CANCELLED, (r["id"],)) for r in dead]
+        dead = [r for r in rows if r.password_state == "expired"]
+        rows = [r for r in rows if r.password_state != "expired"]
+        expired = [r for r in rows if now - r.created_at >= self.max_age]
+        due = [r for r in rows if now - r.created_at < self.max_age]
+        ops: list[Op] = [kept.cancel(r.id) for r in dead]
         self.counts["cancelled"] += len(dead)
         for r in expired:
             ops += self._give_up(r, now, "max_age: not sent in time")
         await self.store.write(ops)
         limit = asyncio.Semaphore(self.concurrency)
 
-        async def one(row: Any) -> None:
+        async def one(row: kept.DueSms) -> None:
             async with limit:
                 # Claimed one by one, just before sending (concurrent claims share a
                 # commit): a crash leaves at most `concurrency` rows in doubt.
-                await self.store.write([(_CLAIM, (self.clock.now() + self.lease, row["id"]))])
+                await self.store.write([kept.claim(row.id, self.clock.now() + self.lease)])
                 await self._deliver(row)
 
         await asyncio.gather(*(one(r) for r in due))
         return handled + len(rows) + len(dead)
 
     async def _recover_abandoned(self, now: float) -> int:
-        rows = await self.store.fetchall(_ABANDONED, (now,))
+        rows = await kept.abandoned(self.store, now)
         ops: list[Op] = []
         for r in rows:
             log.warning("SMS %d to %s: a process stopped while sending it; it may or may "
                         "not have gone, so it is not sent again and its password is "
-                        "voided", r["id"], mask(r["recipient"]))
+                        "voided", r.id, mask(r.recipient))
             ops += self._give_up(r, now, "interrupted while sending: delivery unknown")
         await self.store.write(ops)
         return len(rows)
 
-    async def _deliver(self, row: Any) -> None:
+    async def _deliver(self, row: kept.DueSms) -> None:
         try:
-            text = self.sealer.open(row["body"], aad=b"sms").decode()
+            text = self.sealer.open(row.body, aad=b"sms").decode()
         except ValueError:
             await self.store.write(self._give_up(row, self.clock.now(),
                                                  "body does not open with this key"))
             return
         try:
-            result = await asyncio.wait_for(self.provider.send(row["recipient"], text),
+            result = await asyncio.wait_for(self.provider.send(row.recipient, text),
                                             self.send_timeout)
         except TimeoutError:
             result = SendResult("retry", f"no answer from the provider in {self.send_timeout:g} s")
         except Exception as e:  # a provider bug must not kill the worker
-            log.exception("SMS provider %s raised", self.provider.name)
-            result = SendResult("retry", f"provider error: {type(e).__name__}")
+            if self.health is None or self.health.ok("sms"):  # a traceback per episode
+                log.exception("SMS provider %s raised", self.provider.name)
+            detail = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else ""
+            result = SendResult("retry", f"provider error: {type(e).__name__}"
+                                         + (f": {detail}" if detail else ""))
+        self._report(result, self.clock.now())
         await self.store.write(self._record(row, result, self.clock.now()))
 
-    def _record(self, row: Any, result: SendResult, now: float) -> list[Op]:
-        self.counts[result.status] += 1
-        attempts = row["attempts"] + 1
+    def _report(self, result: SendResult, now: float) -> None:
+        """Rules §6, never in silence: one episode per outage (Health logs it once),
+        ended by the next SMS that goes out."""
+        out_of_fds = result.status != "sent" and any(
+            os.strerror(n) in result.detail for n in (errno.EMFILE, errno.ENFILE))
+        if out_of_fds:
+            self.descriptor_errors += 1
+        if self.health is None:
+            return
         if result.status == "sent":
-            return [(_SENT, (now, result.ref, row["id"]))]
+            self.health.recovered("sms", now)
+            if self._emfile:
+                self._emfile = False
+                self.health.recovered("descriptors", now)
+            return
+        self.health.failed("sms", f"provider {self.provider.name}: {result.detail}"[:300], now)
+        if out_of_fds:
+            self._emfile = True
+            self.health.failed("descriptors", f"SMS provider {self.provider.name}: "
+                                              f"{result.detail}"[:300], now)
+
+    def _record(self, row: kept.DueSms, result: SendResult, now: float) -> list[Op]:
+        self.counts[result.status] += 1
+        attempts = row.attempts + 1
+        if result.status == "sent":
+            return kept.sent(row.id, now, result.ref)
         if result.status == "retry":
             at = now + self.backoff(attempts)
-            if at - row["created_at"] < self.max_age:
+            if at - row.created_at < self.max_age:
                 log.info("SMS %d to %s: attempt %d failed (%s); next try in %.1f s",
-                         row["id"], mask(row["recipient"]), attempts, result.detail, at - now)
-                return [(_RETRY, (at, result.detail[:500], row["id"]))]
+                         row.id, mask(row.recipient), attempts, result.detail, at - now)
+                return [kept.retry(row.id, at, result.detail)]
             return self._give_up(row, now, f"max_age: {result.detail}")
         return self._give_up(row, now, result.detail)
 
-    def _give_up(self, row: Any, now: float, why: str) -> list[Op]:
+    def _give_up(self, row: kept.DueSms | kept.Abandoned, now: float, why: str) -> list[Op]:
         log.warning("SMS %d to %s not delivered, password voided: %s",
-                    row["id"], mask(row["recipient"]), why)
-        ops: list[Op] = [(_FAILED, (why[:500], row["id"]))]
-        return ops + list(self.on_give_up(row["password_id"], now))
+                    row.id, mask(row.recipient), why)
+        return [kept.failed(row.id, why), *self.on_give_up(row.password_id, now)]
 
 
 async def start_worker(store: Store, provider: SmsProvider, sealer: Sealer, clock: Clock,

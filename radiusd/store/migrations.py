@@ -107,6 +107,163 @@ MIGRATIONS: list[str] = [
     ALTER TABLE sms_outbox ADD COLUMN delivered_at REAL;
     CREATE INDEX sms_provider_ref ON sms_outbox(provider_ref) WHERE provider_ref IS NOT NULL;
     """,
+    # 4: a year of history (issue 18): exports and purge read along indexes.
+    # sessions_begin: a session's start as exports show it, in export order;
+    # sessions_length: the longest and shortest closed session, which bound how long
+    # before a time window a session that overlaps it can have begun;
+    # sms_created: SMS by age, for retention;
+    # journal_span: each entry's current start and end (its latest event for each, as
+    # journal.CURRENT reads them), kept by triggers; the journal itself stays as written.
+    """
+    CREATE INDEX sessions_begin ON sessions(COALESCE(started_at, updated_at));
+    CREATE INDEX sessions_length ON sessions(stopped_at - COALESCE(started_at, updated_at))
+        WHERE stopped_at IS NOT NULL;
+    CREATE INDEX sms_created ON sms_outbox(created_at);
+    CREATE TABLE journal_span (
+        journal_id  INTEGER PRIMARY KEY,      -- journal.id
+        started_at  REAL NOT NULL,
+        ended_at    REAL
+    );
+    INSERT INTO journal_span (journal_id, started_at, ended_at)
+    SELECT j.id,
+        COALESCE((SELECT json_extract(e.detail, '$.value') FROM journal_events e
+                  WHERE e.journal_id = j.id AND json_extract(e.detail, '$.field') = 'started_at'
+                  ORDER BY e.id DESC LIMIT 1), j.started_at),
+        COALESCE((SELECT json_extract(e.detail, '$.value') FROM journal_events e
+                  WHERE e.journal_id = j.id AND json_extract(e.detail, '$.field') = 'ended_at'
+                  ORDER BY e.id DESC LIMIT 1), j.ended_at)
+    FROM journal j;
+    CREATE INDEX journal_span_started ON journal_span(started_at);
+    CREATE INDEX journal_span_length ON journal_span(ended_at - started_at)
+        WHERE ended_at IS NOT NULL;
+    CREATE INDEX journal_span_open ON journal_span(started_at) WHERE ended_at IS NULL;
+    CREATE TRIGGER journal_span_entry AFTER INSERT ON journal BEGIN
+        INSERT INTO journal_span (journal_id, started_at, ended_at)
+        VALUES (new.id, new.started_at, new.ended_at);
+    END;
+    CREATE TRIGGER journal_span_event AFTER INSERT ON journal_events
+    WHEN json_extract(new.detail, '$.field') IN ('started_at', 'ended_at') BEGIN
+        UPDATE journal_span SET
+            started_at = CASE json_extract(new.detail, '$.field') WHEN 'started_at'
+                THEN COALESCE(json_extract(new.detail, '$.value'),
+                              (SELECT started_at FROM journal WHERE id = new.journal_id))
+                ELSE started_at END,
+            ended_at = CASE json_extract(new.detail, '$.field') WHEN 'ended_at'
+                THEN COALESCE(json_extract(new.detail, '$.value'),
+                              (SELECT ended_at FROM journal WHERE id = new.journal_id))
+                ELSE ended_at END
+        WHERE journal_id = new.journal_id;
+    END;
+    CREATE TRIGGER journal_span_gone AFTER DELETE ON journal BEGIN
+        DELETE FROM journal_span WHERE journal_id = old.id;
+    END;
+    """,
+    # 5: flat per-tick and per-Stop statements (issue 18, radiusd/store/sessions.py and
+    # passwords.py): the reaper's stale sessions along open sessions by last update;
+    # a Stop's password by its Class among the live ones only.
+    """
+    CREATE INDEX sessions_stale ON sessions(updated_at) WHERE stopped_at IS NULL;
+    CREATE INDEX passwords_class ON passwords(class_token) WHERE state != 'expired';
+    """,
+    # 6: a flat outbox round, receipt and scrape (issue 18, radiusd/store/outbox.py and
+    # counts.py). sms_due (for sms_queued, which a count could only scan) and
+    # sms_sending: queued rows by due time, claimed rows by lease end; sms_waiting:
+    # queued rows by age; sms_parts: each part's SMSC reference of a text sent in
+    # parts ("M1,M2" in provider_ref), so a receipt for one part is an index search;
+    # counters: what /metrics counts, kept by triggers in the event's own transaction,
+    # seeded once here from what the database holds (see counts.py for the names).
+    """
+    DROP INDEX sms_queued;
+    CREATE INDEX sms_due ON sms_outbox(state, next_attempt_at) WHERE state = 'queued';
+    CREATE INDEX sms_sending ON sms_outbox(state, next_attempt_at) WHERE state = 'sending';
+    CREATE INDEX sms_waiting ON sms_outbox(state, created_at) WHERE state = 'queued';
+    CREATE TABLE sms_parts (
+        sms_id  INTEGER NOT NULL,             -- sms_outbox.id
+        ref     TEXT NOT NULL,                -- the SMSC's message id of one part
+        PRIMARY KEY (sms_id, ref)
+    );
+    CREATE INDEX sms_parts_ref ON sms_parts(ref);
+    INSERT INTO sms_parts (sms_id, ref)
+    WITH RECURSIVE split(sms_id, ref, rest) AS (
+        SELECT id, '', provider_ref || ',' FROM sms_outbox
+        WHERE provider_ref IS NOT NULL AND instr(provider_ref, ',') > 0
+        UNION ALL
+        SELECT sms_id, substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1)
+        FROM split WHERE rest != ''
+    )
+    SELECT DISTINCT sms_id, ref FROM split WHERE ref != '';
+    CREATE TRIGGER sms_parts_gone AFTER DELETE ON sms_outbox
+    WHEN instr(old.provider_ref, ',') > 0 BEGIN
+        DELETE FROM sms_parts WHERE sms_id = old.id;
+    END;
+
+    CREATE TABLE counters (
+        name    TEXT NOT NULL,
+        label   TEXT NOT NULL DEFAULT '',
+        value   INTEGER NOT NULL,
+        PRIMARY KEY (name, label)
+    );
+    INSERT INTO counters (name, label, value)
+    SELECT 'passwords_issued', '', COUNT(*) FROM passwords
+    UNION ALL SELECT 'passwords_used', '', COUNT(*) FROM passwords WHERE claimed_at IS NOT NULL;
+    INSERT INTO counters (name, label, value)
+    SELECT 'passwords_expired', COALESCE(expire_reason, 'unknown'), COUNT(*) FROM passwords
+    WHERE state = 'expired' GROUP BY COALESCE(expire_reason, 'unknown');
+    INSERT INTO counters (name, label, value)
+    SELECT 'passwords', 'expired', COUNT(*) FROM passwords WHERE state = 'expired';
+    INSERT INTO counters (name, label, value)
+    SELECT 'sms', state, COUNT(*) FROM sms_outbox
+    WHERE state NOT IN ('queued', 'sending') GROUP BY state;
+
+    CREATE TRIGGER counters_password_issued AFTER INSERT ON passwords BEGIN
+        INSERT INTO counters (name, label, value)
+        SELECT 'passwords_issued', '', 1
+        UNION ALL SELECT 'passwords_used', '', 1 WHERE new.claimed_at IS NOT NULL
+        UNION ALL SELECT 'passwords_expired', COALESCE(new.expire_reason, 'unknown'), 1
+            WHERE new.state = 'expired'
+        UNION ALL SELECT 'passwords', 'expired', 1 WHERE new.state = 'expired'
+        ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
+    END;
+    CREATE TRIGGER counters_password_used AFTER UPDATE OF claimed_at ON passwords
+    WHEN old.claimed_at IS NULL AND new.claimed_at IS NOT NULL BEGIN
+        INSERT INTO counters (name, label, value) VALUES ('passwords_used', '', 1)
+        ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
+    END;
+    CREATE TRIGGER counters_password_expired AFTER UPDATE OF state ON passwords
+    WHEN new.state = 'expired' AND old.state != 'expired' BEGIN
+        INSERT INTO counters (name, label, value)
+        VALUES ('passwords_expired', COALESCE(new.expire_reason, 'unknown'), 1),
+               ('passwords', 'expired', 1)
+        ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
+    END;
+    CREATE TRIGGER counters_password_revived AFTER UPDATE OF state ON passwords
+    WHEN old.state = 'expired' AND new.state != 'expired' BEGIN
+        INSERT INTO counters (name, label, value) VALUES ('passwords', 'expired', -1)
+        ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
+    END;
+    CREATE TRIGGER counters_password_gone AFTER DELETE ON passwords
+    WHEN old.state = 'expired' BEGIN
+        INSERT INTO counters (name, label, value) VALUES ('passwords', 'expired', -1)
+        ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
+    END;
+    CREATE TRIGGER counters_sms_added AFTER INSERT ON sms_outbox
+    WHEN new.state NOT IN ('queued', 'sending') BEGIN
+        INSERT INTO counters (name, label, value) VALUES ('sms', new.state, 1)
+        ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
+    END;
+    CREATE TRIGGER counters_sms_state AFTER UPDATE OF state ON sms_outbox
+    WHEN old.state != new.state BEGIN
+        INSERT INTO counters (name, label, value)
+        SELECT 'sms', old.state, -1 WHERE old.state NOT IN ('queued', 'sending')
+        UNION ALL SELECT 'sms', new.state, 1 WHERE new.state NOT IN ('queued', 'sending')
+        ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
+    END;
+    CREATE TRIGGER counters_sms_gone AFTER DELETE ON sms_outbox
+    WHEN old.state NOT IN ('queued', 'sending') BEGIN
+        INSERT INTO counters (name, label, value) VALUES ('sms', old.state, -1)
+        ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
+    END;
+    """,
 ]
 
 

@@ -1,0 +1,165 @@
+"""What is kept of each SMS on its way out (Rules §6): the `sms_outbox` rows and the
+SMSC's references to them.
+
+Writes are `Op`s that the worker commits (`Store.write`); reads are typed.
+`sms.outbox.OutboxWorker` decides, this only keeps. An outbox round, a receipt and a
+health check are answered from what is live, never from the sent history (issue 18):
+- due and the next wake-up: partial index `sms_due` (state 'queued', by due time);
+- abandoned claims and their leases: partial index `sms_sending` (state 'sending');
+- the oldest queued (health, metrics): partial index `sms_waiting` (queued, by age);
+- a delivery receipt: `sms_provider_ref` for a one-part text, `sms_parts_ref` for a
+  part of a long one (each part's reference is a row of `sms_parts`, written with the
+  'sent' state; `provider_ref` keeps the whole list, "M1,M2", as providers return it).
+`HOT` lists every statement for the plan test.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from radiusd.store.sqlite import Op, Store
+
+# Queued rows due now, oldest due first, with their password's state (a password that
+# died before its SMS left makes the SMS useless: `cancel`).
+_DUE = """
+SELECT o.id, o.password_id, o.recipient, o.body, o.created_at, o.attempts,
+       p.state AS password_state
+FROM sms_outbox o LEFT JOIN passwords p ON p.id = o.password_id
+WHERE o.state = 'queued' AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at LIMIT ?
+"""
+_ABANDONED = """
+SELECT id, password_id, recipient, attempts FROM sms_outbox
+WHERE state = 'sending' AND next_attempt_at <= ?
+"""
+# One row from each live state's index (`state IN (...)` could use neither partial
+# index; ORDER BY ... LIMIT 1 keeps the planner on the index in that order).
+_NEXT_DUE = """
+SELECT MIN(at) FROM (
+    SELECT (SELECT next_attempt_at FROM sms_outbox WHERE state = 'queued'
+            ORDER BY next_attempt_at LIMIT 1) AS at
+    UNION ALL
+    SELECT (SELECT next_attempt_at FROM sms_outbox WHERE state = 'sending'
+            ORDER BY next_attempt_at LIMIT 1) AS at
+) AS live
+"""
+_OLDEST_QUEUED = """
+SELECT created_at FROM sms_outbox WHERE state = 'queued' ORDER BY created_at LIMIT 1
+"""
+_CANCEL = """
+UPDATE sms_outbox SET state = 'cancelled', last_error = 'password expired before sending'
+WHERE id = ? AND state = 'queued'
+"""
+_CLAIM = """
+UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?
+WHERE id = ? AND state = 'queued'
+"""
+_SENT = """
+UPDATE sms_outbox SET state = 'sent', sent_at = ?, provider_ref = ?, last_error = NULL
+WHERE id = ?
+"""
+_PART = "INSERT INTO sms_parts (sms_id, ref) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_RETRY = """
+UPDATE sms_outbox SET state = 'queued', next_attempt_at = ?, last_error = ? WHERE id = ?
+"""
+_FAILED = "UPDATE sms_outbox SET state = 'failed', last_error = ? WHERE id = ?"
+# A receipt names one part: the row whose whole reference it is, or the row one of
+# whose parts it is. Two index searches (SQLite: MULTI-INDEX OR).
+_RECEIPT = """
+UPDATE sms_outbox SET delivery_state = ?, delivered_at = ?
+WHERE provider_ref = ? OR id IN (SELECT sms_id FROM sms_parts WHERE ref = ?)
+"""
+
+
+class DueSms(NamedTuple):
+    """A queued SMS whose time has come (`body` sealed, `sealing.py`)."""
+
+    id: int
+    password_id: int
+    recipient: str
+    body: bytes
+    created_at: float
+    attempts: int
+    password_state: str | None  # None: its password is gone
+
+
+class Abandoned(NamedTuple):
+    """An SMS a process claimed and never recorded an answer for (its lease ran out)."""
+
+    id: int
+    password_id: int
+    recipient: str
+    attempts: int
+
+
+async def due(db: Store, now: float, limit: int) -> list[DueSms]:
+    """Queued SMS due at `now`, soonest first, at most `limit`."""
+    return [DueSms(*r) for r in await db.fetchall(_DUE, (now, limit))]
+
+
+async def abandoned(db: Store, now: float) -> list[Abandoned]:
+    """SMS left in 'sending' whose lease ended before `now` (a process died)."""
+    return [Abandoned(*r) for r in await db.fetchall(_ABANDONED, (now,))]
+
+
+async def next_due(db: Store) -> float | None:
+    """When the next queued SMS is due or the next lease runs out; None: nothing live."""
+    row = await db.fetchone(_NEXT_DUE)
+    return None if row is None or row[0] is None else float(row[0])
+
+
+async def oldest_queued(db: Store) -> float | None:
+    """When the oldest SMS still queued was created; None: none is queued."""
+    row = await db.fetchone(_OLDEST_QUEUED)
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def cancel(sms_id: int) -> Op:
+    """Its password died before the SMS left: not sent (Rules §6, no useless SMS)."""
+    return (_CANCEL, (sms_id,))
+
+
+def claim(sms_id: int, lease_until: float) -> Op:
+    """Committed before the provider is called: at most once per press."""
+    return (_CLAIM, (lease_until, sms_id))
+
+
+def sent(sms_id: int, at: float, ref: str | None) -> list[Op]:
+    """The provider took it; `ref` is its reference, "M1,M2" for a text in parts
+    (each part is also kept on its own, for the receipts that name one)."""
+    ops: list[Op] = [(_SENT, (at, ref, sms_id))]
+    if ref and "," in ref:
+        ops += [(_PART, (sms_id, p)) for p in dict.fromkeys(ref.split(",")) if p]
+    return ops
+
+
+def retry(sms_id: int, at: float, error: str) -> Op:
+    """Back to the queue, due at `at`."""
+    return (_RETRY, (at, error[:500], sms_id))
+
+
+def failed(sms_id: int, error: str) -> Op:
+    """Given up (its password is voided by the caller's ops in the same commit)."""
+    return (_FAILED, (error[:500], sms_id))
+
+
+def receipt(ref: str, state: str, at: float) -> Op:
+    """A delivery receipt (SMPP deliver_sm) for the SMS, or the part of one, that the
+    SMSC called `ref`."""
+    return (_RECEIPT, (state[:32], at, ref, ref))
+
+
+# Per outbox round (every "Get password" starts one), per receipt, per health check
+# and scrape.
+HOT: list[tuple[str, str, tuple[Any, ...]]] = [
+    ("outbox.due", _DUE, (0.0, 64)),
+    ("outbox.abandoned", _ABANDONED, (0.0,)),
+    ("outbox.next_due", _NEXT_DUE, ()),
+    ("outbox.oldest_queued", _OLDEST_QUEUED, ()),
+    ("outbox.cancel", _CANCEL, (1,)),
+    ("outbox.claim", _CLAIM, (60.0, 1)),
+    ("outbox.sent", _SENT, (0.0, "M1", 1)),
+    ("outbox.sent_part", _PART, (1, "M1")),
+    ("outbox.retry", _RETRY, (2.0, "HTTP 503", 1)),
+    ("outbox.failed", _FAILED, ("HTTP 403", 1)),
+    ("outbox.receipt", _RECEIPT, ("DELIVRD", 0.0, "M1", "M1")),
+]

@@ -1,0 +1,123 @@
+"""What is kept of each accounting session (RFC 2866; Rules §8).
+
+Writes are `Op`s committed with the request before the Accounting-Response; reads
+are typed. `accounting`, `session_end` and `reaper` decide, this only keeps. Every
+statement finds its rows by `unique_id` or along a partial index of open sessions,
+never by walking history (issue 18): `HOT` lists them for the plan test.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from radiusd.store.sqlite import Op, Store
+
+_RECORD = """
+INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
+    started_at, updated_at, stopped_at, session_time, input_octets, output_octets,
+    input_packets, output_packets, terminate_cause, class_token)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(unique_id) DO UPDATE SET
+    login = COALESCE(excluded.login, login),
+    device = COALESCE(excluded.device, device),
+    framed_ip = COALESCE(excluded.framed_ip, framed_ip),
+    started_at = COALESCE(started_at, excluded.started_at),
+    updated_at = MAX(updated_at, excluded.updated_at),
+    stopped_at = COALESCE(stopped_at, excluded.stopped_at),
+    session_time = MAX(session_time, excluded.session_time),
+    input_octets = MAX(input_octets, excluded.input_octets),
+    output_octets = MAX(output_octets, excluded.output_octets),
+    input_packets = MAX(input_packets, excluded.input_packets),
+    output_packets = MAX(output_packets, excluded.output_packets),
+    terminate_cause = COALESCE(terminate_cause, excluded.terminate_cause),
+    class_token = COALESCE(class_token, excluded.class_token)
+"""
+_RETIRE = """
+UPDATE sessions SET unique_id = unique_id || '/' || id
+WHERE unique_id = ? AND stopped_at IS NOT NULL
+"""
+_CLOSE_LOST_STOP = """
+UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Lost-Stop'
+WHERE unique_id = ? AND stopped_at IS NULL
+"""
+_CLOSE_STALE = """
+UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Stale'
+WHERE unique_id = ? AND stopped_at IS NULL
+"""
+_CLOSE_NAS = """
+UPDATE sessions SET stopped_at = ?, updated_at = ?, terminate_cause = ?
+WHERE nas = ? AND nas_address = ? AND stopped_at IS NULL
+"""
+_OPEN = ("SELECT unique_id, class_token, login, device FROM sessions "
+         "WHERE unique_id = ? AND stopped_at IS NULL")
+# Along `sessions_stale` (open sessions by last update, migration 5).
+_STALE = ("SELECT unique_id, class_token, login, device FROM sessions "
+          "WHERE stopped_at IS NULL AND updated_at < ?")
+
+
+class OpenSession(NamedTuple):
+    """An open session as the password side needs it (Rules §8)."""
+
+    unique_id: str
+    class_token: str | None
+    login: str | None
+    device: str | None
+
+
+def record(*, unique_id: str, login: str | None, device: str | None, nas: str,
+           nas_address: str, acct_session_id: str, framed_ip: str | None,
+           started_at: float, updated_at: float, stopped_at: float | None,
+           session_time: int, input_octets: int, output_octets: int, input_packets: int,
+           output_packets: int, terminate_cause: str | None, class_token: str | None) -> Op:
+    """Start, Interim-Update or Stop (RFC 2866): open or refresh the row. Counters only
+    grow, a stop time once set stays, so retransmissions and reordering change nothing."""
+    return (_RECORD, (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
+                      started_at, updated_at, stopped_at, session_time, input_octets,
+                      output_octets, input_packets, output_packets, terminate_cause,
+                      class_token))
+
+
+def retire(unique_id: str) -> Op:
+    """A Start for a session id that is already closed is a new session (the NAS
+    reused the id after a reboot): move the old row aside so both are kept."""
+    return (_RETIRE, (unique_id,))
+
+
+def close_lost_stop(unique_id: str) -> Op:
+    """The open session with this id lost its Stop: closed at its last update."""
+    return (_CLOSE_LOST_STOP, (unique_id,))
+
+
+def close_stale(unique_id: str) -> Op:
+    """No update for too long (the reaper): closed at its last update."""
+    return (_CLOSE_STALE, (unique_id,))
+
+
+def close_nas(nas: str, nas_address: str, at: float, now: float, cause: str) -> Op:
+    """Accounting-On/Off (RFC 2866 §5.1): every open session of that NAS is over."""
+    return (_CLOSE_NAS, (at, now, cause, nas, nas_address))
+
+
+async def open_session(db: Store, unique_id: str) -> OpenSession | None:
+    """The open session with this id, if any (the lost-Stop check of a Start)."""
+    r = await db.fetchone(_OPEN, (unique_id,))
+    return None if r is None else OpenSession(r[0], r[1], r[2], r[3])
+
+
+async def stale(db: Store, before: float) -> list[OpenSession]:
+    """Open sessions last updated before `before` (the reaper, DESIGN flow 5)."""
+    return [OpenSession(r[0], r[1], r[2], r[3]) for r in await db.fetchall(_STALE, (before,))]
+
+
+# Per Accounting-Request (Start, Interim, Stop, On/Off) and per reaper tick.
+HOT: list[tuple[str, str, tuple[Any, ...]]] = [
+    ("sessions.record", _RECORD,
+     ("u", "+77010000000", None, "nas", "10.0.0.1", "s", None, 0.0, 0.0, None, 0, 0, 0, 0, 0,
+      None, None)),
+    ("sessions.retire", _RETIRE, ("u",)),
+    ("sessions.close_lost_stop", _CLOSE_LOST_STOP, ("u",)),
+    ("sessions.close_stale", _CLOSE_STALE, ("u",)),
+    ("sessions.close_nas", _CLOSE_NAS, (0.0, 0.0, "NAS-Reboot", "nas", "10.0.0.1")),
+    ("sessions.open_session", _OPEN, ("u",)),
+    ("sessions.stale", _STALE, (0.0,)),
+]

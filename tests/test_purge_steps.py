@@ -1,0 +1,229 @@
+"""`radiusd purge` in small steps (issue 18, item 5): bounded steps, each committed on
+its own with the write lock free in between; stopped half-way it leaves a consistent
+database that a second run finishes; the same rows go as in one big delete."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from radiusd import journal, retention
+from radiusd.journal import Person
+from radiusd.store.sqlite import connect_sync
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00Z
+DAY = 86400.0
+CUTOFF = T0 + 20 * DAY
+TABLES = ("journal", "journal_events", "journal_span", "sessions", "passwords", "sms_outbox")
+
+
+def fill(path: Path, seed: int = 5) -> None:
+    """History on both sides of CUTOFF, with what must stay: open sessions and
+    entries, live passwords, queued SMS, rows that ended just after the cutoff."""
+    rng = random.Random(seed)
+    db = connect_sync(str(path))
+    for i in range(40):
+        opened = T0 + rng.uniform(0, 40 * DAY)
+        e = journal.open_entry(db, opened, Person("Ким", "Ли", str(i % 3)), "t").entry
+        journal.correct_entry(db, opened + 1, e.id, "name", "Ерлан", "t")
+        if rng.random() < 0.8:
+            end = opened + rng.choice([600.0, 3 * DAY])
+            journal.close_entry(db, end + 1, e.id, end, "t")
+    sessions, passwords, sms = [], [], []
+    for i in range(150):
+        begin = T0 + rng.uniform(0, 40 * DAY)
+        stop = None if rng.random() < 0.1 else begin + rng.choice([60.0, 2 * DAY, -30.0])
+        sessions.append((f"u{i}", f"s{i}", begin, begin, stop))
+        state = "expired" if rng.random() < 0.9 else "active"
+        expired = begin + rng.choice([300.0, 3 * DAY, -5.0]) if state == "expired" else None
+        passwords.append((i + 1, state, begin, begin + 300, expired))
+        sms.append((i + 1, i + 1, begin, rng.choice(["sent", "failed", "cancelled", "queued"])))
+    db.executemany("INSERT INTO sessions (unique_id, nas, acct_session_id, started_at,"
+                   " updated_at, stopped_at) VALUES (?, 'n', ?, ?, ?, ?)", sessions)
+    db.executemany("INSERT INTO passwords (id, login, state, secret, language, issued_at,"
+                   " unclaimed_until, expired_at) VALUES (?, '+77012345678', ?, x'00', 'ru',"
+                   " ?, ?, ?)", passwords)
+    db.executemany("INSERT INTO sms_outbox (id, password_id, recipient, body, created_at,"
+                   " state, next_attempt_at) VALUES (?, ?, '+77012345678', x'00', ?, ?, 0)", sms)
+    db.close()
+
+
+def snapshot(path: Path) -> list[list[tuple[object, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        return [conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in TABLES]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    path = tmp_path / "radiusd.db"
+    fill(path)
+    return path
+
+
+@pytest.fixture
+def conn(db_path: Path) -> Iterator[sqlite3.Connection]:
+    c = connect_sync(str(db_path))
+    yield c
+    c.close()
+
+
+def one_big_delete(path: Path) -> dict[str, int]:
+    """The rule as it was written before purge went in steps: one transaction."""
+    c = connect_sync(str(path))
+    c.execute("BEGIN IMMEDIATE")
+    ended = [r[0] for r in c.execute(f"SELECT id FROM ({journal.CURRENT})"
+                                     " WHERE ended_at IS NOT NULL AND ended_at < ?", (CUTOFF,))]
+    marks = ",".join("?" * len(ended))
+    counts = {
+        "journal events": c.execute(f"DELETE FROM journal_events WHERE journal_id IN ({marks})",
+                                    ended).rowcount,
+        "journal entries": c.execute(f"DELETE FROM journal WHERE id IN ({marks})",
+                                     ended).rowcount,
+        "sessions": c.execute("DELETE FROM sessions WHERE stopped_at IS NOT NULL"
+                              " AND stopped_at < ?", (CUTOFF,)).rowcount,
+        "passwords": c.execute("DELETE FROM passwords WHERE state = 'expired' AND issued_at < ?"
+                               " AND COALESCE(expired_at, issued_at) < ?",
+                               (CUTOFF, CUTOFF)).rowcount,
+        "sms messages": c.execute("DELETE FROM sms_outbox WHERE state IN ('sent', 'failed',"
+                                  " 'cancelled') AND created_at < ?", (CUTOFF,)).rowcount,
+    }
+    c.execute("COMMIT")
+    c.close()
+    return counts
+
+
+def test_steps_remove_the_same_rows_as_one_big_delete(db_path: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference.db"
+    shutil.copyfile(db_path, reference)
+    want = one_big_delete(reference)
+    assert all(want.values()), want  # every kind has something to purge
+    c = connect_sync(str(db_path))
+    got = retention.purge(c, CUTOFF, batch=8, pause=0)
+    c.close()
+    assert got == want
+    assert snapshot(db_path) == snapshot(reference)
+    left = sqlite3.connect(db_path)
+    assert left.execute("SELECT COUNT(*) FROM sessions WHERE stopped_at IS NULL").fetchone()[0]
+    assert left.execute("SELECT COUNT(*) FROM passwords WHERE state = 'active'").fetchone()[0]
+    assert left.execute("SELECT COUNT(*) FROM sms_outbox WHERE state = 'queued'").fetchone()[0]
+
+
+def test_each_step_is_bounded_committed_and_leaves_the_lock_free(
+        conn: sqlite3.Connection, db_path: Path) -> None:
+    other = sqlite3.connect(db_path, timeout=0, isolation_level=None)  # a writer that never waits
+    sessions = other.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+    steps: list[tuple[str, int]] = []
+
+    def between(what: str, rows: int) -> None:
+        nonlocal sessions
+        steps.append((what, rows))
+        assert not conn.in_transaction
+        other.execute("BEGIN IMMEDIATE")  # the server's writer gets in between steps
+        if what == "sessions":  # and sees what the step removed: it is committed
+            sessions -= rows
+            assert other.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == sessions
+        other.execute("ROLLBACK")
+
+    counts = retention.purge(conn, CUTOFF, batch=8, pause=0, on_step=between)
+    other.close()
+    assert counts["sessions"] > 16 and len(steps) > 10
+    assert max(n for what, n in steps if what != "journal entries") <= 8
+    assert max(n for what, n in steps if what == "journal entries") <= 2  # with their events
+
+
+def test_a_purge_stopped_half_way_is_finished_by_running_it_again(
+        db_path: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference.db"
+    shutil.copyfile(db_path, reference)
+    c = connect_sync(str(reference))
+    retention.purge(c, CUTOFF, pause=0)
+    c.close()
+
+    done = 0
+
+    def killed(what: str, rows: int) -> None:
+        nonlocal done
+        done += 1
+        if done == 7:
+            raise KeyboardInterrupt  # Ctrl-C between two steps
+
+    c = connect_sync(str(db_path))
+    with pytest.raises(KeyboardInterrupt):
+        retention.purge(c, CUTOFF, batch=8, pause=0, on_step=killed)
+    c.close()
+    half = snapshot(db_path)
+    assert half != snapshot(reference)  # it really stopped half-way
+    check = sqlite3.connect(db_path)
+    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert check.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert check.execute("SELECT COUNT(*) FROM journal_span s LEFT JOIN journal j"
+                         " ON j.id = s.journal_id WHERE j.id IS NULL").fetchone() == (0,)
+    check.close()
+    c = connect_sync(str(db_path))
+    retention.purge(c, CUTOFF, batch=8, pause=0)
+    c.close()
+    assert snapshot(db_path) == snapshot(reference)
+
+
+def test_a_failing_step_is_rolled_back_whole(conn: sqlite3.Connection, db_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(db_path)
+    real = journal.purge_step
+
+    def dies_after_deleting(*a: object, **k: object) -> object:
+        real(*a, **k)  # type: ignore[arg-type]
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(journal, "purge_step", dies_after_deleting)
+    with pytest.raises(OSError):
+        retention.purge(conn, CUTOFF, pause=0)
+    assert not conn.in_transaction
+    assert snapshot(db_path) == before
+
+
+def test_dry_run_counts_what_a_purge_removes_and_removes_nothing(
+        db_path: Path, tmp_path: Path) -> None:
+    before = snapshot(db_path)
+    c = connect_sync(str(db_path))
+    dry = retention.purge(c, CUTOFF, dry_run=True, batch=8, pause=0)
+    c.close()
+    assert snapshot(db_path) == before
+    c = connect_sync(str(db_path))
+    assert retention.purge(c, CUTOFF, batch=8, pause=0) == dry
+    c.close()
+
+
+def test_purge_steps_find_their_rows_along_indexes(conn: sqlite3.Connection) -> None:
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    retention.purge(conn, CUTOFF, batch=8, pause=0)
+    conn.set_trace_callback(None)
+    steps = {row[3] for sql in statements if sql.startswith("SELECT")
+             for row in conn.execute("EXPLAIN QUERY PLAN " + sql)}
+    assert not [s for s in steps if s.startswith("SCAN")], steps
+    for index in ("journal_span_started", "sessions_begin", "passwords_issued",
+                  "sms_created"):
+        assert any(index in s for s in steps), index
+
+
+def test_steps_shrink_when_they_hold_the_lock_too_long_and_grow_back() -> None:
+    pace = retention.Pace(most=2000, target=0.01)
+    first = pace.rows
+    pace.took(0.04, full=True)  # four times too long: halved (at most)
+    assert pace.rows == first // 2
+    pace.took(0.5, full=False)  # a short last step: nothing learnt
+    assert pace.rows == first // 2
+    for _ in range(20):
+        pace.took(0.001, full=True)
+    assert pace.rows == 2000  # fast steps grow to the bound, never past it
+    for _ in range(40):
+        pace.took(1.0, full=True)
+    assert pace.rows == 1
