@@ -38,7 +38,8 @@ starts. Per database and run, in this order, against `radiusd serve` started wit
   scrape    accounting at --inflight while one `GET /metrics` runs: the scrape's time
             and the accounting answered from its start until 1 s after it
   export    `radiusd sessions export` / `journal export --format csv -o FILE`, all of
-            it and one day (yesterday): time, peak RSS (wait4), bytes
+            it and one day (yesterday): time, peak RSS (/usr/bin/time), bytes; and
+            that day's export from a database holding only that day's rows
   purge     accounting open loop at --acct-rate for --duration with nothing else
             (idle), then the same while `radiusd purge --older-than --purge-days`
             runs: p50/p99/max of each, the purge's time and rows
@@ -415,7 +416,7 @@ listen = ["127.0.0.1:{ports['http']}"]
 
 def start_server(code: Path, work: Path, db: Path, key_file: Path) -> Server:
     config, ports = write_config(work, db, key_file)
-    env = {**os.environ, "PYTHONPATH": str(code), "TZ": os.environ.get("TZ", "Asia/Almaty")}
+    env = {**os.environ, "PYTHONPATH": str(code)}
     log = work / "radiusd.log"
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "radiusd", "serve", "-c", str(config)],
@@ -549,10 +550,11 @@ def timed_child(cmd: list[str], env: dict[str, str], cwd: Path,
             "stderr": p.stderr}
 
 
-def export(s: Server, work: Path, what: str, day: str | None) -> dict[str, Any]:
+def export(s: Server, work: Path, what: str, day: str | None,
+           config: Path | None = None) -> dict[str, Any]:
     out = work / f"{what}-{day or 'all'}.csv"
     cmd = [sys.executable, "-m", "radiusd", what, "export", "--format", "csv", "-o", str(out),
-           "-c", str(s.config)]
+           "-c", str(config or s.config)]
     if day:
         cmd += ["--since", day, "--until", day]
     r = timed_child(cmd, s.env, work)
@@ -564,6 +566,42 @@ def export(s: Server, work: Path, what: str, day: str | None) -> dict[str, Any]:
     out.unlink()
     return {"seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"], "bytes": size,
             "rows": rows}
+
+
+def day_alone(s: Server, work: Path, day: str) -> Path:
+    """A config whose database holds only what a one-day export of `day` returns (the
+    sessions and journal entries online that day, with their events): the same export
+    there costs what it would without the year around it."""
+    db = work / "day.db"
+    subprocess.run([sys.executable, "-c", "import sys; from radiusd.store.sqlite import"
+                    " connect_sync; connect_sync(sys.argv[1]).close()", str(db)],
+                   env=s.env, cwd=work, check=True)
+    since = datetime.fromisoformat(day).astimezone().timestamp()
+    until = (datetime.fromisoformat(day) + timedelta(days=1)).astimezone().timestamp()
+    listed = subprocess.run(
+        [sys.executable, "-m", "radiusd", "journal", "export", "--format", "json", "--since",
+         day, "--until", day, "-c", str(s.config)],
+        env=s.env, cwd=work, capture_output=True, text=True, check=True).stdout
+    ids = [e["id"] for e in json.loads(listed)]
+    conn = sqlite3.connect(f"file:{db}", uri=True, isolation_level=None)
+    conn.execute("ATTACH ? AS src", (f"file:{s.db}?mode=ro",))
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO sessions SELECT * FROM src.sessions WHERE"
+                 " COALESCE(started_at, updated_at) < ? AND (stopped_at IS NULL OR"
+                 " stopped_at >= ?)", (until, since))
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        conn.execute(f"INSERT INTO journal SELECT * FROM src.journal WHERE id IN ({marks})",
+                     chunk)
+        conn.execute(f"INSERT INTO journal_events SELECT * FROM src.journal_events"
+                     f" WHERE journal_id IN ({marks}) ORDER BY id", chunk)
+    conn.execute("COMMIT")
+    conn.execute("DETACH src")
+    conn.close()
+    config = work / "day.toml"
+    config.write_text(s.config.read_text().replace(f'path = "{s.db}"', f'path = "{db}"'))
+    return config
 
 
 def purge(s: Server, args: argparse.Namespace) -> dict[str, Any]:
@@ -642,12 +680,17 @@ def measure(n: int, run: int, args: argparse.Namespace, code: Path, emit: Any) -
                 load = load1()
                 out("scrape", load, **scrape(s, args))
             yesterday = (datetime.now() - timedelta(days=1)).date().isoformat()
+            alone = day_alone(s, work, yesterday) if want("export") else None
             for what in ("sessions", "journal"):
                 for day in (None, yesterday):
                     name = f"{what}_export_{'day' if day else 'all'}"
                     if want("export") or want(name):
                         load = load1()
                         out(name, load, **export(s, work, what, day))
+                if alone is not None:  # the same day without the year around it
+                    load = load1()
+                    out(f"{what}_export_day_alone", load,
+                        **export(s, work, what, yesterday, alone))
             if want("purge"):
                 load = load1()
                 out("purge", load, days=args.purge_days, **purge(s, args))
@@ -679,9 +722,14 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("`sessions export` all, s", "sessions_export_all", "seconds", "low"),
     ("`sessions export` all, peak RSS MB", "sessions_export_all", "peak_rss_mb", "low"),
     ("`sessions export` one day, s", "sessions_export_day", "seconds", "low"),
+    ("  the same day's rows alone in a database, s", "sessions_export_day_alone", "seconds",
+     "low"),
+    ("  rows in that day", "sessions_export_day", "rows", "high"),
     ("`journal export` all, s", "journal_export_all", "seconds", "low"),
     ("`journal export` all, peak RSS MB", "journal_export_all", "peak_rss_mb", "low"),
     ("`journal export` one day, s", "journal_export_day", "seconds", "low"),
+    ("  the same day's entries alone in a database, s", "journal_export_day_alone",
+     "seconds", "low"),
     ("`purge --older-than {purge_days}` on the live server, s", "purge", "purge_s", "low"),
     ("rows purged", "purge", "removed_total", "high"),
     ("accounting at {acct_rate}/s, idle: p99 ms", "purge", "idle.p99_ms", "low"),
@@ -722,7 +770,7 @@ def table(results: list[dict[str, Any]], ns: list[int], args: argparse.Namespace
         for n in ns:
             v = med(n, measure_name, key)
             cell = show(v)
-            if n and v is not None and empty:
+            if n and v is not None and empty and key not in ("db_mb", "rows", "removed_total"):
                 cell += f" ({v / empty:.2f}x)"
             cells.append(cell)
         lines.append(f"| {label.format(**fmt)} | " + " | ".join(cells) + " |")
@@ -757,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure only these (start and the WAL always): login, acct, "
                    "scrape, export (or sessions_export_all...), purge")
     args = p.parse_args(argv)
+    os.environ.setdefault("TZ", "Asia/Almaty")  # the server's, the CLI's and ours alike
+    time.tzset()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     args.code = args.code.resolve()
     args.cache = args.cache.resolve()

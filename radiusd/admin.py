@@ -244,8 +244,7 @@ def _journal_show(args: argparse.Namespace, config: Config, now: float) -> int:
     with _database(config) as conn:
         entry = journal.get_entry(conn, entry_id)
         events = journal.history(conn, entry_id)
-        conn.row_factory = sqlite3.Row
-        first = conn.execute("SELECT * FROM journal WHERE id = ?", (entry_id,)).fetchone()
+        first = journal.first_written(conn, entry_id)
     # Replayed from the entry as first written, so each change shows what it replaced.
     values: dict[str, object] = dict(first) if first else {}
     print(f"entry {entry.id}")

@@ -26,6 +26,7 @@ from typing import Any
 import phonenumbers
 
 from radiusd.journal import Entry
+from radiusd.store import sessions
 
 FORMATS = ("csv", "json")
 JOURNAL_COLUMNS = (
@@ -120,16 +121,6 @@ def journal_rows(entries: Iterable[Entry]) -> Iterator[dict[str, Any]]:
                    else getattr(e, c)) for c in JOURNAL_COLUMNS}
 
 
-_BEGIN = "COALESCE(started_at, updated_at)"
-_SESSIONS = (
-    "SELECT id, login, device, nas, nas_address, framed_ip,"
-    f" {_BEGIN} AS started_at, stopped_at, session_time,"
-    " input_octets, output_octets, terminate_cause FROM sessions{hint}"
-)
-_NAMES = ("id", "login", "device", "nas", "nas_address", "framed_ip", "started_at",
-          "stopped_at", "session_time", "input_octets", "output_octets", "terminate_cause")
-
-
 def session_rows(conn: sqlite3.Connection, region: str, since: float | None,
                  until: float | None, phone: str | None,
                  chunk: int = CHUNK) -> Iterator[dict[str, Any]]:
@@ -137,8 +128,8 @@ def session_rows(conn: sqlite3.Connection, region: str, since: float | None,
     read `chunk` rows per query along `sessions_begin` (so memory stays flat and a
     window is answered from the index)."""
     numbers = _Numbers(region)
-    for raw in _sessions(conn, since, until, chunk):
-        r = dict(zip(_NAMES, raw, strict=True))
+    for raw in sessions.exported(conn, since, until, chunk):
+        r: dict[str, Any] = raw._asdict()
         login = r["login"] or ""
         r["phone"] = numbers(login) if login else None
         if phone is not None and r["phone"] != phone:
@@ -147,47 +138,6 @@ def session_rows(conn: sqlite3.Connection, region: str, since: float | None,
         r["started_at"] = iso(r["started_at"])
         r["stopped_at"] = iso(r["stopped_at"])
         yield r
-
-
-def _sessions(conn: sqlite3.Connection, since: float | None, until: float | None,
-              chunk: int) -> Iterator[tuple[Any, ...]]:
-    """A session that stopped at or after `since` began at most the longest closed
-    session before it (`sessions_length`), or it is still open (`sessions_open`)."""
-    where: list[str] = []
-    params: list[Any] = []
-    lower = None
-    if since is not None:
-        longest = conn.execute(
-            f"SELECT MAX(stopped_at - {_BEGIN}) FROM sessions WHERE stopped_at IS NOT NULL"
-        ).fetchone()[0]
-        lower = since - max(0.0, longest or 0.0)
-        # Still open and begun before that: few (the live sessions), from their index.
-        early = (f" WHERE stopped_at IS NULL AND {_BEGIN} < ?"
-                 + (f" AND {_BEGIN} < ?" if until is not None else "")
-                 + f" ORDER BY {_BEGIN}, id")
-        yield from conn.execute(_SESSIONS.format(hint=" INDEXED BY sessions_open") + early,
-                                (lower, until) if until is not None else (lower,)).fetchall()
-        where.append("(stopped_at IS NULL OR stopped_at >= ?)")
-        params.append(since)
-    if until is not None:
-        where.append(f"{_BEGIN} < ?")
-        params.append(until)
-    after: tuple[float, int] | None = None
-    while True:
-        w, p = list(where), list(params)
-        if after is not None:
-            w.append(f"{_BEGIN} >= ? AND NOT ({_BEGIN} = ? AND id <= ?)")
-            p += [after[0], after[0], after[1]]
-        elif lower is not None:
-            w.append(f"{_BEGIN} >= ?")
-            p.append(lower)
-        sql = (_SESSIONS.format(hint="") + (" WHERE " + " AND ".join(w) if w else "")
-               + f" ORDER BY {_BEGIN}, id LIMIT {int(chunk)}")
-        rows = conn.execute(sql, p).fetchall()
-        yield from rows
-        if len(rows) < chunk:
-            return
-        after = (rows[-1][6], rows[-1][0])
 
 
 class _Numbers:

@@ -13,51 +13,37 @@ applied (`CURRENT`); list and export read that. The only deletion is `purge`
 
 Plain functions over a `sqlite3.Connection` in autocommit mode (as
 `radiusd.store.sqlite.connect_sync` makes it) and an explicit `now`; writes run in
-`BEGIN IMMEDIATE` so they queue behind the running server instead of failing.
+`BEGIN IMMEDIATE` so they queue behind the running server instead of failing. What
+is kept, and how, is `radiusd.store.journal`'s.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-# Fields an event may set, in export order. The row holds the first value.
-TEXT_FIELDS = ("surname", "name", "patronymic", "computer", "document_type", "document_number")
-TIME_FIELDS = ("started_at", "ended_at")
-FIELDS = TEXT_FIELDS + TIME_FIELDS
+from radiusd.store import journal as kept
+from radiusd.store import passwords, retention
+from radiusd.store.journal import CURRENT as CURRENT
+from radiusd.store.journal import FIELDS as FIELDS
+from radiusd.store.journal import SERVER_ACTOR as SERVER_ACTOR
+from radiusd.store.journal import TEXT_FIELDS as TEXT_FIELDS
+from radiusd.store.journal import TIME_FIELDS as TIME_FIELDS
+from radiusd.store.journal import Entry as Entry
+from radiusd.store.journal import Event as Event
+from radiusd.store.sqlite import Op
+
 REQUIRED = ("surname", "name", "computer")  # Rules §10; the patronymic only "if any"
 MAX_TEXT = 200
 
 VOUCHER_UNCLAIMED_SECONDS = 86400.0  # a voucher not used within a day expires
 VOUCHER_LOGIN_TRIES = 50
-SERVER_ACTOR = "radiusd"
-
-
-def _latest(field: str) -> str:
-    return (
-        f"COALESCE((SELECT json_extract(e.detail, '$.value') FROM journal_events e"
-        f" WHERE e.journal_id = j.id AND json_extract(e.detail, '$.field') = '{field}'"
-        f" ORDER BY e.id DESC LIMIT 1), j.{field}) AS {field}"
-    )
-
-
-# The journal as it reads now: the first-written row with later events applied.
-_CURRENT_COLUMNS = (
-    "j.id AS id, j.opened_at AS opened_at, j.voucher_login AS voucher_login, "
-    + ", ".join(_latest(f) for f in FIELDS)
-    + ", (SELECT COUNT(*) FROM journal_events e WHERE e.journal_id = j.id"
-    " AND e.event = 'correct') AS corrections"
-)
-CURRENT = f"SELECT {_CURRENT_COLUMNS} FROM journal j"
-# Reads go along `journal_span` (migration 4): each entry's current start and end,
-# kept by triggers from the same events, indexed. Rows per query: each is a short
-# read of its own, so a long export never holds one snapshot (the WAL stays small).
+# Entries per query of a list or export: each is a short read of its own, so a long
+# export never holds one snapshot (the WAL stays small).
 CHUNK = 2000
 
 
@@ -75,36 +61,6 @@ class Person:
     patronymic: str = ""
     document_type: str = ""
     document_number: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    id: int
-    surname: str
-    name: str
-    patronymic: str
-    computer: str
-    document_type: str
-    document_number: str
-    started_at: float
-    ended_at: float | None
-    opened_at: float
-    voucher_login: str | None
-    corrections: int
-
-    @property
-    def full_name(self) -> str:
-        return " ".join(p for p in (self.surname, self.name, self.patronymic) if p)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    id: int
-    journal_id: int
-    at: float
-    actor: str
-    event: str  # 'open' | 'start' | 'close' | 'correct'
-    detail: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,18 +89,6 @@ class Opened:
     voucher: Voucher | None
 
 
-@contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction; BEGIN IMMEDIATE waits (busy timeout) for the server."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def clean_text(field: str, value: str) -> str:
     """NFC, trimmed, one line. Kazakh and Russian letters pass through unchanged."""
     text = unicodedata.normalize("NFC", value).strip()
@@ -159,19 +103,6 @@ def clean_text(field: str, value: str) -> str:
     return text
 
 
-def _event(journal_id: int, at: float, actor: str, event: str,
-           detail: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    return (
-        "INSERT INTO journal_events (journal_id, at, actor, event, detail) VALUES (?, ?, ?, ?, ?)",
-        (journal_id, at, actor, event, json.dumps(detail, ensure_ascii=False)),
-    )
-
-
-def _run(conn: sqlite3.Connection, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-    for sql, params in ops:
-        conn.execute(sql, params)
-
-
 def open_entry(
     conn: sqlite3.Connection, now: float, person: Person, actor: str, *,
     store_document_number: bool = False, vouchers: VoucherSettings | None = None,
@@ -184,18 +115,13 @@ def open_entry(
             "document numbers are not kept ([journal] store_document_number = false): "
             "leave out --document-number, or set it to true in the config file"
         )
-    with _write(conn):
+    with kept.transaction(conn):
         voucher = _new_voucher(conn, vouchers) if vouchers else None
-        cur = conn.execute(
-            "INSERT INTO journal (surname, name, patronymic, computer, document_type,"
-            " document_number, opened_at, started_at, ended_at, voucher_login)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-            (*(fields[f] for f in TEXT_FIELDS), now, now, voucher.login if voucher else None),
-        )
-        entry_id = int(cur.lastrowid or 0)
-        _run(conn, [_event(entry_id, now, actor, "open", {})])
+        entry_id = kept.open_entry(conn, fields, now, voucher.login if voucher else None)
+        ops = [kept.event(entry_id, now, actor, "open", {})]
         if voucher and vouchers:
-            _insert_voucher(conn, now, entry_id, voucher, vouchers)
+            ops.append(_voucher_password(now, entry_id, voucher, vouchers))
+        kept.run(conn, ops)
     return Opened(get_entry(conn, entry_id), voucher)
 
 
@@ -204,42 +130,29 @@ def _new_voucher(conn: sqlite3.Connection, settings: VoucherSettings) -> Voucher
     login names one journal entry for as long as the data is kept)."""
     for _ in range(VOUCHER_LOGIN_TRIES):
         login = f"v{secrets.randbelow(10**6):06d}"
-        taken = conn.execute(
-            "SELECT 1 FROM passwords WHERE login = ? UNION ALL"
-            " SELECT 1 FROM journal WHERE voucher_login = ? LIMIT 1", (login, login),
-        ).fetchone()
-        if not taken:
+        if not kept.voucher_login_taken(conn, login):
             code = "".join(secrets.choice("0123456789") for _ in range(settings.length))
             return Voucher(login, code)
     raise JournalError("no free voucher login found: run `radiusd purge` to drop old data")
 
 
-def _insert_voucher(conn: sqlite3.Connection, now: float, entry_id: int, voucher: Voucher,
-                    settings: VoucherSettings) -> None:
-    conn.execute(
-        "INSERT INTO passwords (id, login, kind, state, secret, language, issued_at,"
-        " unclaimed_until, attempts, journal_id)"
-        " VALUES (?, ?, 'voucher', 'issued', ?, ?, ?, ?, 0, ?)",
-        (
-            secrets.randbits(62), voucher.login,
-            settings.sealer.seal(voucher.password.encode(), aad=b"otp"), settings.language,
-            now, now + settings.unclaimed_seconds, entry_id,
-        ),
+def _voucher_password(now: float, entry_id: int, voucher: Voucher,
+                      settings: VoucherSettings) -> Op:
+    return passwords.issue_voucher(
+        id=secrets.randbits(62), login=voucher.login,
+        secret=settings.sealer.seal(voucher.password.encode(), aad=b"otp"),
+        language=settings.language, issued_at=now,
+        unclaimed_until=now + settings.unclaimed_seconds, journal_id=entry_id,
     )
 
 
 def get_entry(conn: sqlite3.Connection, entry_id: int) -> Entry:
-    row = conn.execute(f"SELECT * FROM ({CURRENT}) WHERE id = ?", (entry_id,)).fetchone()
-    if row is None:
+    entry = kept.entry(conn, entry_id)
+    if entry is None:
         raise JournalError(
             f"there is no journal entry {entry_id}: see the ids with `radiusd journal list`"
         )
-    return _entry(row)
-
-
-def _entry(row: tuple[Any, ...]) -> Entry:
-    names = ("id", "opened_at", "voucher_login", *FIELDS, "corrections")
-    return Entry(**dict(zip(names, row, strict=True)))
+    return entry
 
 
 def list_entries(
@@ -261,63 +174,15 @@ def iter_entries(
     entry that ends at or after `since` began at most the longest closed entry before
     it (`journal_span_length`), or is still open (`journal_span_open`)."""
     wanted = unicodedata.normalize("NFC", computer).strip() if computer is not None else None
-    rows = _span_rows(conn, since, until, open_only, chunk)
-    for row in rows:
-        entry = _entry(row)
+    for entry in kept.entries(conn, since, until, open_only, chunk):
         if wanted is None or entry.computer == wanted:
             yield entry
-
-
-_SPAN = f"SELECT {_CURRENT_COLUMNS}, s.started_at FROM journal_span s{{hint}}" \
-    " JOIN journal j ON j.id = s.journal_id"
-
-
-def _span_rows(conn: sqlite3.Connection, since: float | None, until: float | None,
-               open_only: bool, chunk: int) -> Iterator[tuple[Any, ...]]:
-    where: list[str] = []
-    params: list[Any] = []
-    lower = None
-    if since is not None and not open_only:
-        longest = conn.execute("SELECT MAX(ended_at - started_at) FROM journal_span"
-                               " WHERE ended_at IS NOT NULL").fetchone()[0]
-        lower = since - max(0.0, longest or 0.0)
-        # Still open and begun before that: few (the open entries), from their index.
-        early = conn.execute(
-            _SPAN.format(hint=" INDEXED BY journal_span_open")
-            + " WHERE s.ended_at IS NULL AND s.started_at < ?"
-            + (" AND s.started_at < ?" if until is not None else "")
-            + " ORDER BY s.started_at, s.journal_id",
-            (lower, until) if until is not None else (lower,)).fetchall()
-        yield from (r[:-1] for r in early)
-        where.append("(s.ended_at IS NULL OR s.ended_at >= ?)")
-        params.append(since)
-    if open_only:  # online until now, so at any `since`
-        where.append("s.ended_at IS NULL")
-    if until is not None:
-        where.append("s.started_at < ?")
-        params.append(until)
-    after: tuple[float, int] | None = None
-    while True:
-        w, p = list(where), list(params)
-        if after is not None:
-            w.append("s.started_at >= ? AND NOT (s.started_at = ? AND s.journal_id <= ?)")
-            p += [after[0], after[0], after[1]]
-        elif lower is not None:
-            w.append("s.started_at >= ?")
-            p.append(lower)
-        sql = (_SPAN.format(hint="") + (" WHERE " + " AND ".join(w) if w else "")
-               + f" ORDER BY s.started_at, s.journal_id LIMIT {int(chunk)}")
-        batch = conn.execute(sql, p).fetchall()
-        yield from (r[:-1] for r in batch)
-        if len(batch) < chunk:
-            return
-        after = (batch[-1][-1], batch[-1][0])
 
 
 def close_entry(conn: sqlite3.Connection, now: float, entry_id: int, at: float,
                 actor: str) -> Entry:
     """Set the end time (Rules §10). A voucher still usable dies with the entry."""
-    with _write(conn):
+    with kept.transaction(conn):
         entry = get_entry(conn, entry_id)
         if entry.ended_at is not None:
             raise JournalError(
@@ -330,13 +195,9 @@ def close_entry(conn: sqlite3.Connection, now: float, entry_id: int, at: float,
                 f"end before start: entry {entry_id} started at {_shown(entry.started_at)};"
                 f" give --at {_shown(entry.started_at)} or later"
             )
-        _run(conn, [_event(entry_id, now, actor, "close", {"field": "ended_at", "value": at})])
-        conn.execute(
-            "UPDATE passwords SET state = 'expired', expired_at = ?,"
-            " expire_reason = 'journal-closed'"
-            " WHERE journal_id = ? AND kind = 'voucher' AND state != 'expired'",
-            (now, entry_id),
-        )
+        kept.run(conn, [kept.event(entry_id, now, actor, "close",
+                                   {"field": "ended_at", "value": at}),
+                        passwords.expire_vouchers_of_entry(entry_id, now)])
     return get_entry(conn, entry_id)
 
 
@@ -353,7 +214,7 @@ def correct_entry(
             "document numbers are not kept ([journal] store_document_number = false)"
         )
     reason = clean_text("reason", reason)
-    with _write(conn):
+    with kept.transaction(conn):
         entry = get_entry(conn, entry_id)
         if field in TIME_FIELDS:
             if not isinstance(value, float | int):
@@ -367,7 +228,7 @@ def correct_entry(
         detail: dict[str, Any] = {"field": field, "value": new}
         if reason:
             detail["reason"] = reason
-        _run(conn, [_event(entry_id, now, actor, "correct", detail)])
+        kept.run(conn, [kept.event(entry_id, now, actor, "correct", detail)])
     return get_entry(conn, entry_id)
 
 
@@ -405,37 +266,26 @@ def _shown(t: float) -> str:
 def history(conn: sqlite3.Connection, entry_id: int) -> list[Event]:
     """Every event of an entry, oldest first: the audit trail."""
     get_entry(conn, entry_id)
-    rows = conn.execute(
-        "SELECT id, journal_id, at, actor, event, detail FROM journal_events"
-        " WHERE journal_id = ? ORDER BY id", (entry_id,),
-    )
-    return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+    return kept.events(conn, entry_id)
+
+
+def first_written(conn: sqlite3.Connection, entry_id: int) -> dict[str, object] | None:
+    """The entry as first written, column by column (what `history` changed)."""
+    return kept.first_written(conn, entry_id)
 
 
 # Server side (vouchers): ops for the server's own transaction. Rules §10 wants the
 # start and end of the *Internet session*, so the voucher's Accounting-Start time
 # replaces the time the entry was opened, and its Accounting-Stop closes it.
 
-def voucher_session_started_ops(journal_id: int, at: float) -> list[tuple[str, tuple[Any, ...]]]:
+def voucher_session_started_ops(journal_id: int, at: float) -> list[Op]:
     """The entry starts at `at`: only the first Start counts, and not once it is closed."""
-    return [(
-        "INSERT INTO journal_events (journal_id, at, actor, event, detail)"
-        " SELECT id, ?, ?, 'start', json_object('field', 'started_at', 'value', ?)"
-        " FROM journal WHERE id = ? AND NOT EXISTS (SELECT 1 FROM journal_events"
-        " WHERE journal_id = ? AND event IN ('start', 'close'))",
-        (at, SERVER_ACTOR, at, journal_id, journal_id),
-    )]
+    return [kept.voucher_started(journal_id, at)]
 
 
-def voucher_session_ended_ops(journal_id: int, at: float) -> list[tuple[str, tuple[Any, ...]]]:
+def voucher_session_ended_ops(journal_id: int, at: float) -> list[Op]:
     """The entry ends at `at` unless it is already closed (by hand or a first Stop)."""
-    return [(
-        "INSERT INTO journal_events (journal_id, at, actor, event, detail)"
-        " SELECT id, ?, ?, 'close', json_object('field', 'ended_at', 'value', ?)"
-        " FROM journal WHERE id = ? AND NOT EXISTS (SELECT 1 FROM journal_events"
-        " WHERE journal_id = ? AND event = 'close')",
-        (at, SERVER_ACTOR, at, journal_id, journal_id),
-    )]
+    return [kept.voucher_ended(journal_id, at)]
 
 
 def purge_entries(conn: sqlite3.Connection, cutoff: float) -> int:
@@ -459,25 +309,4 @@ def purge_step(conn: sqlite3.Connection, cutoff: float, after: tuple[float, int]
     starts, or None when none is left). Found along `journal_span`: an entry that
     ended before the cutoff began before it, or at most the shortest entry's
     negative length after it."""
-    shortest = conn.execute("SELECT MIN(ended_at - started_at) FROM journal_span"
-                            " WHERE ended_at IS NOT NULL").fetchone()[0]
-    below = cutoff - min(0.0, shortest or 0.0)
-    sql = "SELECT journal_id, started_at FROM journal_span WHERE started_at < ? AND ended_at < ?"
-    params: list[Any] = [below, cutoff]
-    if after is not None:
-        sql += " AND started_at >= ? AND NOT (started_at = ? AND journal_id <= ?)"
-        params += [after[0], after[0], after[1]]
-    rows = conn.execute(sql + f" ORDER BY started_at, journal_id LIMIT {int(limit)}",
-                        params).fetchall()
-    ids = [r[0] for r in rows]
-    events = 0
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        marks = ",".join("?" * len(chunk))
-        events += conn.execute(f"SELECT COUNT(*) FROM journal_events WHERE journal_id IN"
-                               f" ({marks})", chunk).fetchone()[0]
-        if not dry_run:
-            conn.execute(f"DELETE FROM journal_events WHERE journal_id IN ({marks})", chunk)
-            conn.execute(f"DELETE FROM journal WHERE id IN ({marks})", chunk)
-    nxt = (rows[-1][1], rows[-1][0]) if len(rows) == limit else None
-    return len(ids), events, nxt
+    return retention.journal_step(conn, cutoff, after, limit, dry_run=dry_run)

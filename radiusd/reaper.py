@@ -17,6 +17,7 @@ from radiusd.otp import PasswordBook
 from radiusd.session_end import SessionEnd
 from radiusd.store import sessions
 from radiusd.store.sqlite import Op, Store
+from radiusd.throttle import LogThrottle
 
 log = logging.getLogger("radiusd.reaper")
 
@@ -30,6 +31,7 @@ class Reaper:
         self.store = store
         self.clock = clock
         self.failures = 0
+        self._throttle = LogThrottle(600.0)  # a failing pass: one traceback per 10 min
 
     async def run_once(self) -> int:
         """One pass; returns how many sessions and passwords it ended."""
@@ -52,7 +54,12 @@ class Reaper:
             await asyncio.sleep(interval)
             try:
                 await self.run_once()
-            except Exception:  # keep reaping; a lost Stop must not live forever
+            except Exception as e:  # keep reaping; a lost Stop must not live forever
                 self.failures += 1
-                log.exception("reaper pass failed (%d so far); retrying in %.0fs",
-                              self.failures, interval)
+                if not self.store.ok:
+                    # The store logs its own episode once, with the real error.
+                    log.debug("reaper pass failed while the store is failing: %s", e)
+                    continue
+                self._throttle.log(log, logging.ERROR, "reaper", self.clock.now(),
+                                   "reaper pass failed (%d so far); retrying in %.0fs",
+                                   self.failures, interval, exc_info=True)

@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from radiusd.config import ConfigError, OtpConfig
+from radiusd.store import passwords
 
 log = logging.getLogger("radiusd")
 
@@ -165,10 +166,7 @@ def has_sealed_rows(database: str | None) -> bool:
     except sqlite3.Error:
         return False
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = "
-                                             "'table' AND name IN ('passwords', 'sms_outbox')")}
-        return any(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {t})").fetchone()[0]
-                   for t in sorted(tables))
+        return passwords.sealed_rows_exist(conn)
     except sqlite3.Error:
         return False
     finally:

@@ -36,13 +36,14 @@ class LogThrottle:
         return self._left_out.pop(key, 0)
 
     def log(self, logger: logging.Logger, level: int, key: str, now: float, msg: str,
-            *args: object) -> bool:
-        """One line for ``key`` per interval, without a traceback; True when written."""
+            *args: object, exc_info: bool = False) -> bool:
+        """One line for ``key`` per interval (with the traceback only when ``exc_info``:
+        for our own bugs, never for hostile input); True when written."""
         left_out = self.due(key, now)
         if left_out is None:
             return False
         if left_out:
             msg += " (%d more like this in the last %.0fs)"
             args = (*args, left_out, self.interval)
-        logger.log(level, msg, *args)
+        logger.log(level, msg, *args, exc_info=True if exc_info else None)
         return True

@@ -19,7 +19,7 @@ import pytest
 
 import radiusd.store
 
-HISTORY = ("sessions", "passwords", "sms_outbox", "journal", "journal_events")
+HISTORY = ("sessions", "passwords", "sms_outbox", "sms_parts", "journal", "journal_events")
 NOW = 1_796_500_000.0
 
 
@@ -52,7 +52,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> sqlite3.Connection:
 
 def test_every_store_module_that_keeps_history_lists_its_hot_statements() -> None:
     names = {name.split(".")[0] for name, _, _ in hot_statements()}
-    assert {"passwords", "sessions"} <= names, names
+    assert {"passwords", "sessions", "outbox", "counts"} <= names, names
 
 
 @pytest.mark.parametrize(("name", "sql", "params"), hot_statements(),
@@ -60,6 +60,10 @@ def test_every_store_module_that_keeps_history_lists_its_hot_statements() -> Non
 def test_hot_statement_reads_along_an_index(filled: sqlite3.Connection, name: str, sql: str,
                                             params: tuple[object, ...]) -> None:
     plan = [row[3] for row in filled.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    # "SEARCH t" with no USING names no index: SQLite walks the table (a MIN() over a
+    # filtered column, say). It is a scan, whatever the word.
+    plan = [f"SCAN {step[7:]}" if step.startswith("SEARCH ") and " USING " not in step
+            else step for step in plan]
     walks = [step for step in plan
              if step.startswith("SCAN ") and step.split()[1] in HISTORY
              and "COVERING INDEX" not in step and " USING INDEX " not in step]

@@ -3,8 +3,9 @@
 A request is the same request when it reached the same port kind (auth or acct:
 the same socket, as RFC 5080 §2.2.2 keys it) from the same source address and port
 with the same code, Identifier and Request Authenticator: a Status-Server sent to
-1812 and then, byte for byte, to 1813 is two requests with two different answers. While the first copy is being processed, copies are dropped; once it is
-answered, copies within the window get the byte-identical reply.
+1812 and then, byte for byte, to 1813 is two requests with two different answers.
+While the first copy is being processed, copies are dropped; once it is answered,
+copies within the window get the byte-identical reply.
 """
 
 from __future__ import annotations

@@ -264,6 +264,11 @@ MIGRATIONS: list[str] = [
         ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value;
     END;
     """,
+    # 7: `journal open` with vouchers looks up whether a voucher login is taken: along
+    # an index of the entries that have one, not a walk of the whole journal.
+    """
+    CREATE INDEX journal_voucher ON journal(voucher_login) WHERE voucher_login IS NOT NULL;
+    """,
 ]
 
 

@@ -8,6 +8,7 @@ Every statement is answered from an index over live rows or a bounded time range
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -153,3 +154,37 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("passwords.live", _LIVE, ()),
     ("passwords.issued_since", _ISSUED_SINCE, (0.0,)),
 ]
+
+
+# The admin CLI's (`radiusd journal`, synchronous; not per request).
+_ISSUE_VOUCHER = """
+INSERT INTO passwords (id, login, kind, state, secret, language, issued_at,
+    unclaimed_until, attempts, journal_id)
+VALUES (?, ?, 'voucher', 'issued', ?, ?, ?, ?, 0, ?)
+"""
+_EXPIRE_VOUCHERS_OF_ENTRY = """
+UPDATE passwords SET state = 'expired', expired_at = ?, expire_reason = 'journal-closed'
+WHERE journal_id = ? AND kind = 'voucher' AND state != 'expired'
+"""
+_SEALED_TABLES = ("SELECT name FROM sqlite_master WHERE type = 'table'"
+                  " AND name IN ('passwords', 'sms_outbox')")
+_ANY_ROW = {t: f"SELECT EXISTS (SELECT 1 FROM {t})" for t in ("passwords", "sms_outbox")}
+
+
+def issue_voucher(*, id: int, login: str, secret: bytes, language: str, issued_at: float,
+                  unclaimed_until: float, journal_id: int) -> Op:
+    """Rules §10: the password of a journal entry's computer, issued with the entry."""
+    return (_ISSUE_VOUCHER, (id, login, secret, language, issued_at, unclaimed_until,
+                             journal_id))
+
+
+def expire_vouchers_of_entry(journal_id: int, at: float) -> Op:
+    """Rules §10: an entry closed by hand takes its voucher, still usable, with it."""
+    return (_EXPIRE_VOUCHERS_OF_ENTRY, (at, journal_id))
+
+
+def sealed_rows_exist(conn: sqlite3.Connection) -> bool:
+    """Whether the database holds passwords or SMS (both sealed with the `[otp]` key),
+    on a database of any schema version (or none)."""
+    tables = {r[0] for r in conn.execute(_SEALED_TABLES)}
+    return any(conn.execute(_ANY_ROW[t]).fetchone()[0] for t in sorted(tables))

@@ -8,6 +8,8 @@ never by walking history (issue 18): `HOT` lists them for the plan test.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from radiusd.store.sqlite import Op, Store
@@ -121,3 +123,74 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("sessions.open_session", _OPEN, ("u",)),
     ("sessions.stale", _STALE, (0.0,)),
 ]
+
+
+# The admin CLI's `radiusd sessions export` (synchronous, not per request): along
+# `sessions_begin`, the open ones along `sessions_open`, `chunk` rows per query so
+# memory stays flat and each read is short (the WAL can be checkpointed meanwhile).
+_BEGIN = "COALESCE(started_at, updated_at)"
+_EXPORTED = (
+    "SELECT id, login, device, nas, nas_address, framed_ip,"
+    f" {_BEGIN} AS started_at, stopped_at, session_time,"
+    " input_octets, output_octets, terminate_cause FROM sessions{hint}"
+)
+_LONGEST = f"SELECT MAX(stopped_at - {_BEGIN}) FROM sessions WHERE stopped_at IS NOT NULL"
+
+
+class ExportedSession(NamedTuple):
+    """A session as `radiusd sessions export` reads it (its begin: started_at, or the
+    first update when the Start was lost)."""
+
+    id: int
+    login: str | None
+    device: str | None
+    nas: str
+    nas_address: str
+    framed_ip: str | None
+    started_at: float
+    stopped_at: float | None
+    session_time: int
+    input_octets: int
+    output_octets: int
+    terminate_cause: str | None
+
+
+def exported(conn: sqlite3.Connection, since: float | None, until: float | None,
+             chunk: int) -> Iterator[ExportedSession]:
+    """Sessions online at some moment of [since, until), oldest first. A session that
+    stopped at or after `since` began at most the longest closed session before it
+    (`sessions_length`), or it is still open (`sessions_open`)."""
+    where: list[str] = []
+    params: list[Any] = []
+    lower = None
+    if since is not None:
+        longest = conn.execute(_LONGEST).fetchone()[0]
+        lower = since - max(0.0, longest or 0.0)
+        # Still open and begun before that: few (the live sessions), from their index.
+        early = (f" WHERE stopped_at IS NULL AND {_BEGIN} < ?"
+                 + (f" AND {_BEGIN} < ?" if until is not None else "")
+                 + f" ORDER BY {_BEGIN}, id")
+        yield from map(ExportedSession._make, conn.execute(
+            _EXPORTED.format(hint=" INDEXED BY sessions_open") + early,
+            (lower, until) if until is not None else (lower,)).fetchall())
+        where.append("(stopped_at IS NULL OR stopped_at >= ?)")
+        params.append(since)
+    if until is not None:
+        where.append(f"{_BEGIN} < ?")
+        params.append(until)
+    after: tuple[float, int] | None = None
+    while True:
+        w, p = list(where), list(params)
+        if after is not None:
+            w.append(f"{_BEGIN} >= ? AND NOT ({_BEGIN} = ? AND id <= ?)")
+            p += [after[0], after[0], after[1]]
+        elif lower is not None:
+            w.append(f"{_BEGIN} >= ?")
+            p.append(lower)
+        sql = (_EXPORTED.format(hint="") + (" WHERE " + " AND ".join(w) if w else "")
+               + f" ORDER BY {_BEGIN}, id LIMIT {int(chunk)}")
+        rows = conn.execute(sql, p).fetchall()
+        yield from map(ExportedSession._make, rows)
+        if len(rows) < chunk:
+            return
+        after = (rows[-1][6], rows[-1][0])

@@ -18,23 +18,43 @@ batch at once (no per-write retries against a database that cannot commit), and
 from then on writes a trivial probe transaction every `PROBE_SECONDS` when nothing
 else is written; the first commit that succeeds, a request's or the probe's, reports
 `recovered`. An error in one write only (a constraint) fails that write alone.
+
+Reads (issue 18 item 3: a RADIUS answer never waits behind a long read): `READERS`
+read-only connections under WAL, each on its own thread, so reads run side by side
+with each other and with the writer. Each statement is run and fetched whole in one
+hop, in autocommit: its snapshot ends with it, and no reader holds the WAL across an
+await. `fetchone`/`fetchall` take any free connection; `slow=True` marks a read that
+no answer waits for (an outbox round, /metrics, a health check, the reaper, anything
+bulk): slow reads share at most `READERS - 1` connections, so one is always left for
+the reads an answer needs (a Start's lost-Stop check, a voucher's name), which then
+wait behind other quick reads at most. A read whose caller gave up (a timeout) keeps
+its connection until SQLite has finished with it.
+
+The WAL stays bounded (issue 18 item 6): SQLite's own checkpoint after commits
+(`wal_autocheckpoint`, 1000 pages) copies the WAL back; `journal_size_limit` cuts the
+file back to `WAL_LIMIT` whenever the WAL starts over. A long reader can hold a
+checkpoint back (or a migration at start leave a large WAL): once the file is past
+the limit, the writer runs `wal_checkpoint(TRUNCATE)` on its own thread when it has
+nothing queued (or, busy, once the file is twice the limit), waiting at most
+`CHECKPOINT_BUSY_MS` for readers; when a reader still holds the WAL it tries again
+after another `WAL_LIMIT` of growth or `CHECKPOINT_RETRY_SECONDS`, whichever comes
+first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any
-
-import aiosqlite
 
 from radiusd.clock import Clock, SystemClock
 from radiusd.health import Health
@@ -47,6 +67,11 @@ Op = tuple[str, Any]  # (sql, parameters)
 
 PROBE_SECONDS = 2.0  # while failing and idle: how often a probe write tries again
 WRITER_BUSY_SECONDS = 5.0  # "database is locked" after this: a NAS has given up by then
+READER_BUSY_SECONDS = 30.0
+READERS = 3  # read connections; slow reads may hold all but one (module docstring)
+WAL_LIMIT = 16 * 1024 * 1024  # bytes: journal_size_limit, and when to checkpoint idle
+CHECKPOINT_BUSY_MS = 10  # how long a TRUNCATE checkpoint waits for readers to finish
+CHECKPOINT_RETRY_SECONDS = 1.0  # after a reader held it back
 # A real write that changes nothing: the first UPDATE dirties the page (SQLite skips
 # writing a row updated to the value it has), the second restores it, and COMMIT must
 # append it to the WAL, which is what fails on a full disk.
@@ -85,8 +110,38 @@ def connect_sync(path: str, timeout: float = 10.0, same_thread: bool = True) -> 
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
     migrate(conn)
     return conn
+
+
+def connect_reader(path: str) -> sqlite3.Connection:
+    """A read-only connection for one reader thread (rows as `sqlite3.Row`)."""
+    conn = sqlite3.connect(path, timeout=READER_BUSY_SECONDS, isolation_level=None,
+                           check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any],
+           one: bool) -> list[sqlite3.Row]:
+    """On a reader's thread: the statement run and fetched (or, for one row, closed),
+    so its read snapshot ends here."""
+    cur = conn.execute(sql, params)
+    try:
+        if one:
+            row = cur.fetchone()
+            return [] if row is None else [row]
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+@dataclass(slots=True, eq=False)
+class _Reader:
+    conn: sqlite3.Connection
+    thread: ThreadPoolExecutor
 
 
 @dataclass(slots=True)
@@ -100,21 +155,32 @@ class DatabaseGone(OSError):
 
 
 class Store:
-    """The one writer (group commit) and a reader, both on aiosqlite threads."""
+    """The one writer (group commit, its own thread) and `readers` read connections
+    (a thread each); see the module docstring."""
 
     def __init__(self, path: str, batch_max: int = 256, health: Health | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, readers: int = READERS) -> None:
+        if readers < 1:
+            raise ValueError("a store needs at least one reader")
         self.path = path
         self.batch_max = batch_max
         self.health = health or Health()
         self.clock = clock or SystemClock()
         self.probe_seconds = PROBE_SECONDS
+        self.wal_limit = WAL_LIMIT
+        self.readers = readers
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._writer: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._readers: list[_Reader] = []
+        self._idle: asyncio.Queue[_Reader] | None = None
+        self._busy: set[_Reader] = set()  # running a statement
+        self._slow = asyncio.Semaphore(max(1, readers - 1))
         self._task: asyncio.Task[None] | None = None
         self._probe_timer: asyncio.TimerHandle | None = None
+        self._wal_next = 0  # the -wal size above which the writer checkpoints
+        self._wal_timer: asyncio.TimerHandle | None = None
+        self.checkpoints = 0  # TRUNCATE checkpoints that emptied the WAL
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of what we opened
         self._throttle = LogThrottle(60.0)
         self.commits = 0
@@ -124,15 +190,30 @@ class Store:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         loop = asyncio.get_running_loop()
         # Created, migrated and used only on the writer thread.
-        self._writer = await loop.run_in_executor(
-            self._thread, lambda: connect_sync(self.path, timeout=WRITER_BUSY_SECONDS,
-                                               same_thread=False))
+        self._writer = await loop.run_in_executor(self._thread, self._connect_writer)
         if self.path != ":memory:":
             st = os.stat(self.path)
             self._file = (st.st_dev, st.st_ino)
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
-        self._reader.row_factory = sqlite3.Row
+        self._wal_next = self.wal_limit
+        idle: asyncio.Queue[_Reader] = asyncio.Queue()
+        for i in range(self.readers):
+            thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-reader-{i}")
+            try:
+                conn = await loop.run_in_executor(thread, connect_reader, self.path)
+            except BaseException:
+                thread.shutdown(wait=False)
+                raise
+            reader = _Reader(conn, thread)
+            self._readers.append(reader)
+            idle.put_nowait(reader)
+        self._idle = idle
         self._task = asyncio.create_task(self._run(), name="store-writer")
+        self._queue.put_nowait(_Pending([], None))  # a migration may have left a big WAL
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = connect_sync(self.path, timeout=WRITER_BUSY_SECONDS, same_thread=False)
+        conn.execute(f"PRAGMA journal_size_limit = {int(self.wal_limit)}")
+        return conn
 
     @property
     def ok(self) -> bool:
@@ -140,10 +221,12 @@ class Store:
         return self.health.ok("store")
 
     async def close(self) -> None:
-        """Flush what is queued, then close (graceful shutdown)."""
-        if self._probe_timer is not None:
-            self._probe_timer.cancel()
-            self._probe_timer = None
+        """Flush what is queued, then close (graceful shutdown). A read still running
+        is interrupted (its caller gets `sqlite3.OperationalError`)."""
+        for timer in (self._probe_timer, self._wal_timer):
+            if timer is not None:
+                timer.cancel()
+        self._probe_timer = self._wal_timer = None
         if self._task is not None:
             await self._queue.put(None)
             await self._task
@@ -152,12 +235,20 @@ class Store:
             item = self._queue.get_nowait()
             if item is not None:
                 _settle(item, error=True)
+        loop = asyncio.get_running_loop()
         if self._writer is not None and self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._writer.close)
+            await loop.run_in_executor(self._thread, self._writer.close)
+        if self._thread is not None:
             self._thread.shutdown(wait=True)
-        if self._reader is not None:
-            await self._reader.close()
-        self._writer = self._reader = None
+        self._idle = None  # no new reads
+        for reader in self._busy:
+            reader.conn.interrupt()
+        for reader in self._readers:
+            with contextlib.suppress(RuntimeError):  # its thread is already gone
+                await loop.run_in_executor(reader.thread, reader.conn.close)
+            reader.thread.shutdown(wait=True)
+        self._readers.clear()
+        self._writer = None
         self._thread = None
 
     async def write(self, ops: list[Op]) -> None:
@@ -170,14 +261,55 @@ class Store:
         self._queue.put_nowait(_Pending(ops, fut))
         await fut
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        assert self._reader is not None, "store is not open"
-        rows = await self._reader.execute_fetchall(sql, params)
-        return list(rows)
+    async def fetchall(self, sql: str, params: Sequence[Any] = (), *,
+                       slow: bool = False) -> list[sqlite3.Row]:
+        """Every row of one read. `slow=True`: no RADIUS answer waits for it (module
+        docstring, "Reads")."""
+        return await self._read(sql, params, slow=slow, one=False)
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
+    async def fetchone(self, sql: str, params: Sequence[Any] = (), *,
+                       slow: bool = False) -> sqlite3.Row | None:
+        """The first row of one read, or None."""
+        rows = await self._read(sql, params, slow=slow, one=True)
         return rows[0] if rows else None
+
+    async def _read(self, sql: str, params: Sequence[Any], *, slow: bool,
+                    one: bool) -> list[sqlite3.Row]:
+        if self._idle is None:
+            raise RuntimeError("store is not open")
+        idle = self._idle
+        gate = self._slow if slow else None
+        if gate is not None:
+            await gate.acquire()
+        try:
+            reader = await idle.get()
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
+        loop = asyncio.get_running_loop()
+        self._busy.add(reader)
+        try:
+            done = reader.thread.submit(_fetch, reader.conn, sql, params, one)
+        except BaseException:
+            self._back(reader, gate, idle)
+            raise
+
+        def back(_: Future[list[sqlite3.Row]]) -> None:  # on the reader's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(self._back, reader, gate, idle)
+
+        # The connection goes back when SQLite is done with it, even if our caller
+        # stops waiting first (asyncio.wait_for).
+        done.add_done_callback(back)
+        return await asyncio.wrap_future(done)
+
+    def _back(self, reader: _Reader, gate: asyncio.Semaphore | None,
+              idle: asyncio.Queue[_Reader]) -> None:
+        self._busy.discard(reader)
+        idle.put_nowait(reader)
+        if gate is not None:
+            gate.release()
 
     async def _run(self) -> None:
         queue = self._queue
@@ -193,7 +325,10 @@ class Store:
                     stop = True
                     break
                 batch.append(item)
-            await self._commit(batch)
+            batch = [p for p in batch if p.ops]  # no ops: a wake-up to check the WAL
+            if batch:
+                await self._commit(batch)
+            await self._bound_wal(idle=queue.empty())
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -243,6 +378,55 @@ class Store:
         else:
             self._probe_timer = asyncio.get_running_loop().call_later(
                 self.probe_seconds, self._probe)
+
+    async def _bound_wal(self, idle: bool) -> None:
+        """Empty the WAL once it has outgrown `wal_limit` (module docstring)."""
+        size = self._wal_size()
+        if size <= self._wal_next or not (idle or size > self._wal_next + self.wal_limit):
+            return
+        assert self._thread is not None
+        try:
+            emptied = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._truncate_wal)
+        except sqlite3.Error as e:  # e.g. disk full: the commits report the health
+            log.debug("checkpoint failed: %s", e)
+            emptied = False
+        if emptied:
+            self.checkpoints += 1
+            self._wal_next = self.wal_limit
+            return
+        # A reader still holds part of the WAL: try again once it has grown by
+        # another limit, or a little later, whichever comes first.
+        self._wal_next = size + self.wal_limit
+        if self._wal_timer is None and self._task is not None:
+            self._wal_timer = asyncio.get_running_loop().call_later(
+                CHECKPOINT_RETRY_SECONDS, self._retry_checkpoint)
+
+    def _retry_checkpoint(self) -> None:
+        self._wal_timer = None
+        self._wal_next = self.wal_limit
+        if self._task is not None and self._queue.empty():
+            self._queue.put_nowait(_Pending([], None))  # wake the writer (no commit)
+
+    def _wal_size(self) -> int:
+        if self._file is None:
+            return 0
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def _truncate_wal(self) -> bool:
+        """On the writer thread: `wal_checkpoint(TRUNCATE)`, waiting for readers only
+        briefly; True when the WAL was copied back and emptied."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(WRITER_BUSY_SECONDS * 1000)}")
+        return int(busy) == 0
 
     def _write_failed(self, error: BaseException) -> None:
         self._throttle.log(log, logging.ERROR, f"write/{type(error).__name__}", time.monotonic(),
