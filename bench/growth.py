@@ -84,6 +84,7 @@ SECRET = "testing123"
 DAY = 86400.0
 YEAR = 365 * DAY
 POOL = 4096  # distinct sealed codes / texts, reused
+FILL = 2  # the fill's own version, part of the cache's name: a changed fill fills again
 ROWS_PER_TRANSACTION = 200_000
 
 PREFIXES = ("700", "701", "702", "705", "707", "708", "747", "771", "775", "776", "777",
@@ -135,15 +136,15 @@ def _weighted(rng: random.Random, items: list[Any], weights: list[int], k: int) 
 
 
 def _times(rng: random.Random, n: int, start: float, end: float) -> list[float]:
-    """n moments in [start, end), sorted, more from 09:00 to 23:00 (UTC+5) than at night."""
+    """n moments spread over [start, end), sorted, more from 09:00 to 23:00 (UTC+5)
+    than at night: uniform draws, each kept with its local hour's weight."""
     hour_weight = [1, 1, 1, 1, 1, 1, 2, 3, 5, 7, 8, 8, 9, 9, 9, 9, 9, 10, 10, 10, 9, 7, 4, 2]
-    days = int((end - start) // DAY) or 1
-    out = []
-    for _ in range(n):
-        day = rng.randrange(days)
-        hour = rng.choices(range(24), weights=hour_weight)[0]
-        t = start + day * DAY + ((hour - 5) % 24) * 3600 + rng.random() * 3600
-        out.append(min(t, end - 1))
+    top = max(hour_weight)
+    out: list[float] = []
+    while len(out) < n:
+        t = rng.uniform(start, end)
+        if rng.random() * top < hour_weight[int((t / 3600 + 5) % 24)]:
+            out.append(t)
     out.sort()
     return out
 
@@ -302,46 +303,55 @@ def schema_version() -> int:
 
 def cached(cache: Path, n: int, seed: int) -> tuple[Path, Path, dict[str, Any]]:
     """The filled database for (n, seed) at this tree's schema version, its key file and
-    what the fill recorded; built (or migrated from an older version's cache) if missing."""
+    what the fill recorded; built (or migrated from an older version's cache) if missing.
+    Several runs may share a cache: one fills or migrates while the others wait."""
+    import fcntl
+
     from radiusd.store.sqlite import connect_sync
 
     cache.mkdir(parents=True, exist_ok=True)
     version = schema_version()
-    stem = f"growth-n{n}-seed{seed}"
-    db = cache / f"{stem}-v{version}.db"
-    key_file, meta_file = cache / f"{stem}.key", cache / f"{stem}.json"
-    if db.exists() and key_file.exists() and meta_file.exists():
-        return db, key_file, json.loads(meta_file.read_text())
-    older = sorted(cache.glob(f"{stem}-v*.db"), key=lambda p: int(p.stem.rsplit("v", 1)[1]))
-    older = [p for p in older if int(p.stem.rsplit("v", 1)[1]) < version]
-    if older and key_file.exists() and meta_file.exists():
-        print(f"[cache] migrating {older[-1].name} to schema {version}", file=sys.stderr)
-        t0 = time.perf_counter()
-        tmp = db.with_suffix(".tmp")
-        shutil.copyfile(older[-1], tmp)
-        connect_sync(str(tmp)).close()
-        _drop_wal(tmp)
-        tmp.rename(db)
-        meta = json.loads(meta_file.read_text())
-        meta.setdefault("migrations", {})[str(version)] = round(time.perf_counter() - t0, 1)
+    stem = f"growth-n{n}-seed{seed}-fill{FILL}"
+
+    def files(v: int) -> tuple[Path, Path, Path]:
+        base = cache / f"{stem}-v{v}"
+        return base.with_suffix(".db"), base.with_suffix(".key"), base.with_suffix(".json")
+
+    db, key_file, meta_file = files(version)
+    with (cache / f"{stem}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if db.exists() and key_file.exists() and meta_file.exists():
+            return db, key_file, json.loads(meta_file.read_text())
+        tmp = cache / f"{stem}-v{version}.{os.getpid()}.tmp"
+        older = sorted((int(p.name.split("-v")[-1].split(".")[0]), p)
+                       for p in cache.glob(f"{stem}-v*.db"))
+        older = [(v, p) for v, p in older if v < version and files(v)[1].exists()]
+        if older:
+            v, source = older[-1]
+            print(f"[cache] migrating {source.name} to schema {version}", file=sys.stderr)
+            t0 = time.perf_counter()
+            shutil.copyfile(source, tmp)
+            connect_sync(str(tmp)).close()
+            _drop_wal(tmp)
+            meta = json.loads(files(v)[2].read_text())
+            meta.setdefault("migrations", {})[str(version)] = round(time.perf_counter() - t0, 1)
+            shutil.copyfile(files(v)[1], key_file)
+        else:
+            key = os.urandom(32)
+            key_file.write_text(__import__("base64").b64encode(key).decode() + "\n")
+            key_file.chmod(0o600)
+            print(f"[cache] filling {n:,} rows into {db}", file=sys.stderr)
+            filled = fill(tmp, n, key, now=time.time(), seed=seed, progress=True)
+            _drop_wal(tmp)
+            meta = {"n": n, "seed": seed, "fill": FILL, "schema": version,
+                    "fill_seconds": round(filled.seconds, 1), "now": filled.now,
+                    "journal": filled.journal, "journal_events": filled.journal_events,
+                    "bytes": tmp.stat().st_size}
+            print(f"[cache] filled in {filled.seconds:.0f} s, {meta['bytes'] / 1e6:,.0f} MB",
+                  file=sys.stderr)
         meta_file.write_text(json.dumps(meta))
+        tmp.rename(db)
         return db, key_file, meta
-    key = os.urandom(32)
-    key_file.write_text(__import__("base64").b64encode(key).decode() + "\n")
-    key_file.chmod(0o600)
-    tmp = db.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    print(f"[cache] filling {n:,} rows into {db}", file=sys.stderr)
-    filled = fill(tmp, n, key, now=time.time(), seed=seed, progress=True)
-    _drop_wal(tmp)
-    tmp.rename(db)
-    meta = {"n": n, "seed": seed, "schema": version, "fill_seconds": round(filled.seconds, 1),
-            "now": filled.now, "journal": filled.journal,
-            "journal_events": filled.journal_events, "bytes": db.stat().st_size}
-    meta_file.write_text(json.dumps(meta))
-    print(f"[cache] filled in {filled.seconds:.0f} s, {meta['bytes'] / 1e6:,.0f} MB",
-          file=sys.stderr)
-    return db, key_file, meta
 
 
 def _drop_wal(db: Path) -> None:
@@ -680,14 +690,15 @@ def measure(n: int, run: int, args: argparse.Namespace, code: Path, emit: Any) -
                 load = load1()
                 out("scrape", load, **scrape(s, args))
             yesterday = (datetime.now() - timedelta(days=1)).date().isoformat()
-            alone = day_alone(s, work, yesterday) if want("export") else None
+            days = want("export") or want("sessions_export_day") or want("journal_export_day")
+            alone = day_alone(s, work, yesterday) if days else None
             for what in ("sessions", "journal"):
                 for day in (None, yesterday):
                     name = f"{what}_export_{'day' if day else 'all'}"
                     if want("export") or want(name):
                         load = load1()
                         out(name, load, **export(s, work, what, day))
-                if alone is not None:  # the same day without the year around it
+                if alone is not None and (want("export") or want(f"{what}_export_day")):
                     load = load1()
                     out(f"{what}_export_day_alone", load,
                         **export(s, work, what, yesterday, alone))

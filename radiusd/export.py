@@ -142,9 +142,10 @@ def session_rows(conn: sqlite3.Connection, region: str, since: float | None,
 
 class _Numbers:
     """`e164` of each login, remembered for up to `most` logins at a time (parsing is
-    most of an export's time; the bound keeps memory flat however many numbers)."""
+    most of an export's time; the bound, about 30 MB, keeps memory flat however many
+    numbers a year holds)."""
 
-    def __init__(self, region: str, most: int = 1 << 17) -> None:
+    def __init__(self, region: str, most: int = 1 << 18) -> None:
         self.region, self.most = region, most
         self.seen: dict[str, str | None] = {}
 
@@ -155,7 +156,8 @@ class _Numbers:
             pass
         if len(self.seen) >= self.most:
             self.seen.clear()
-        phone = self.seen[login] = e164(login, self.region)
+        phone = e164(login, self.region)
+        self.seen[login] = login if phone == login else phone  # one string, not two
         return phone
 
 

@@ -7,14 +7,18 @@ What goes, once it ended before the cutoff (what is still open stays, whatever i
   expires: only one whose NAS reported a Stop time before its issue could differ);
 - SMS sent, failed or cancelled, created before it.
 
-Each step deletes at most `BATCH` rows (journal entries count with their events) in
-its own short `BEGIN IMMEDIATE` transaction, then sleeps `PAUSE`: the server's writer,
-waiting for the same lock in SQLite's busy handler, gets in between two steps, so no
-write waits behind more than one step. A step finds its rows along an index from
-where the last one ended (never a scan of the table), so each costs the same on a
-database of any size. Stopped half-way (Ctrl-C, a crash, the machine going down), the
-database holds whole steps only and is consistent; the next run finishes the job.
-Freed pages are zeroed (secure_delete).
+Each step deletes `FEWEST` to `BATCH` rows (as many as fit in `TARGET` seconds of
+holding the write lock; journal entries count with their events) in its own short
+`BEGIN IMMEDIATE` transaction, copies its pages into the database off the lock, then
+sleeps (at least `PAUSE`, and so that steps take `SHARE` of the time): the server's
+writer, waiting for the same lock in SQLite's busy handler, gets in between two
+steps, so no write waits behind more than one step, and the server's own fsyncs do
+not queue behind ours. (Fewer rows per step would rewrite the same random index
+pages over and over: more I/O for the server to wait behind, not less.) A step finds
+its rows along an index from where the last one ended (never a scan of the table), so
+each costs the same on a database of any size. Stopped half-way (Ctrl-C, a crash,
+the machine going down), the database holds whole steps only and is consistent; the
+next run finishes the job. Freed pages are zeroed (secure_delete).
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from radiusd.store import retention as kept
 from radiusd.store.journal import transaction
 
 BATCH = 2000  # rows in a step at most
+FEWEST = 100  # rows in a step at least: tiny steps rewrite the same index pages again
+#               and again (each step's pages go to the WAL and back), which costs more
 TARGET = 0.01  # seconds a step may hold the write lock: fewer rows when they take longer
-PAUSE = 0.05  # seconds between steps: longer than the busy handler's first few polls
+PAUSE = 0.05  # seconds between steps at least: longer than the busy handler's first polls
+SHARE = 0.25  # of the time: a step, with its checkpoint, then three times as long idle
 
 # What `radiusd purge` prints for each table it sweeps after the journal.
 _WHAT = {"sessions": "sessions", "passwords": "passwords", "sms_outbox": "sms messages"}
@@ -42,15 +49,16 @@ class Pace:
     """How many rows the next step takes: about as many as fit in `target` seconds of
     holding the write lock (measured on the last full step), never more than `most`."""
 
-    def __init__(self, most: int, target: float) -> None:
+    def __init__(self, most: int, target: float, fewest: int = FEWEST) -> None:
         self.most, self.target = most, target
+        self.fewest = min(fewest, most)
         self.rows = min(most, 256)
 
     def took(self, seconds: float, full: bool) -> None:
         if not full:  # a short last step says nothing about the next
             return
         scale = min(2.0, max(0.5, self.target / max(seconds, 1e-6)))
-        self.rows = max(1, min(self.most, int(self.rows * scale)))
+        self.rows = max(self.fewest, min(self.most, int(self.rows * scale)))
 
 
 def purge(conn: sqlite3.Connection, cutoff: float, *, dry_run: bool = False,
@@ -78,7 +86,8 @@ def purge(conn: sqlite3.Connection, cutoff: float, *, dry_run: bool = False,
             pace.took(took[0], after is not None)
             counts["journal entries"] += entries  # an entry comes with a few events
             counts["journal events"] += events
-            _done(on_step, "journal entries", entries, dry_run, pause, sleep, conn)
+            _done(on_step, "journal entries", entries, took[0], dry_run, pause, sleep, clock,
+                  conn)
             if after is None:
                 break
         for table in kept.TABLES:
@@ -91,7 +100,7 @@ def purge(conn: sqlite3.Connection, cutoff: float, *, dry_run: bool = False,
                     n, key = kept.sweep_step(conn, table, params, pace.rows, key, dry_run)
                 pace.took(took[0], key is not None)
                 counts[what] += n
-                _done(on_step, what, n, dry_run, pause, sleep, conn)
+                _done(on_step, what, n, took[0], dry_run, pause, sleep, clock, conn)
                 if key is None:
                     break
         if not dry_run:
@@ -114,11 +123,17 @@ def _step(conn: sqlite3.Connection, dry_run: bool,
     took[0] = clock() - t0
 
 
-def _done(on_step: Step | None, what: str, rows: int, dry_run: bool, pause: float,
-          sleep: Callable[[float], None], conn: sqlite3.Connection) -> None:
+def _done(on_step: Step | None, what: str, rows: int, held: float, dry_run: bool,
+          pause: float, sleep: Callable[[float], None], clock: Callable[[], float],
+          conn: sqlite3.Connection) -> None:
+    """After a committed step: copy its pages into the database (off the lock, so the
+    server's own checkpoint finds little to do), then let the server have the
+    database: at least `pause`, and long enough that the step and its checkpoint were
+    `SHARE` of the time (the server's fsyncs share the disk with ours)."""
     if on_step is not None:
         on_step(what, rows)
     if rows and not dry_run:
-        kept.checkpoint_step(conn)  # off the lock: the server's checkpoint finds little
-        sleep(pause)  # the server's writes go first
-
+        t0 = clock()
+        kept.checkpoint_step(conn)
+        busy = held + clock() - t0
+        sleep(max(pause, busy * (1 / SHARE - 1)))

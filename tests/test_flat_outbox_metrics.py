@@ -244,10 +244,11 @@ def _fill_old(conn: sqlite3.Connection) -> None:
 def _read_sync(conn: sqlite3.Connection) -> Snapshot:
     """counts.snapshot's reads on a plain connection (its SQL, via HOT)."""
     class Sync:
-        async def fetchall(self, sql: str, params: Any = ()) -> list[Any]:
+        async def fetchall(self, sql: str, params: Any = (), *, slow: bool = False
+                           ) -> list[Any]:
             return conn.execute(sql, params).fetchall()
 
-        async def fetchone(self, sql: str, params: Any = ()) -> Any:
+        async def fetchone(self, sql: str, params: Any = (), *, slow: bool = False) -> Any:
             return conn.execute(sql, params).fetchone()
 
     return asyncio.run(counts.snapshot(Sync()))  # type: ignore[arg-type]

@@ -226,4 +226,14 @@ def test_steps_shrink_when_they_hold_the_lock_too_long_and_grow_back() -> None:
     assert pace.rows == 2000  # fast steps grow to the bound, never past it
     for _ in range(40):
         pace.took(1.0, full=True)
-    assert pace.rows == 1
+    assert pace.rows == retention.FEWEST  # never so few that each step rewrites the same pages
+
+
+def test_after_each_step_the_server_gets_three_times_as_long(conn: sqlite3.Connection) -> None:
+    ticks = iter(range(10_000))
+    clock = lambda: next(ticks) * 0.02  # noqa: E731 - every reading 20 ms later
+    slept: list[float] = []
+    retention.purge(conn, CUTOFF, batch=8, pause=0.05, sleep=slept.append, clock=clock)
+    # Each step held the lock one reading (20 ms) and checkpointed one more: 40 ms
+    # busy, so 120 ms left to the server (more than the 50 ms floor).
+    assert slept and all(s == pytest.approx(0.12) for s in slept)

@@ -1,7 +1,8 @@
 """The WAL stays bounded under continuous load (issue 18 item 6): a long reader can
 hold a checkpoint back, but once it lets go the -wal file comes back under the
-store's limit, and writes with the server's pattern of short reads beside them never
-let it grow past twice the limit and one batch.
+store's limit; writes with the server's pattern of short reads beside them keep it
+within a few times the limit (SQLite's own checkpoints alone let it reach 4 MB); and
+a large WAL left by a migration at start is emptied though nothing is written.
 
 The limit is made small (`Store.wal_limit`, 256 KiB) so that a few MB of writes show
 it; what is asserted is the file's size, never a time.
@@ -20,7 +21,7 @@ import pytest
 from radiusd.store import sessions
 from radiusd.store import sqlite as sqlite_store
 from radiusd.store.migrations import migrate
-from radiusd.store.sqlite import Op, Store
+from radiusd.store.sqlite import CHECKPOINT_RETRY_COMMITS, Op, Store
 
 LIMIT = 256 * 1024
 ROWS = 8  # per batch
@@ -56,6 +57,13 @@ async def short_reads(store: Store, stop: asyncio.Event) -> int:
     return n
 
 
+async def settle(store: Store, first: int) -> None:
+    """Writes with no reader about: the writer's next checkpoint is due within
+    `CHECKPOINT_RETRY_COMMITS` commits and nothing holds it back."""
+    for k in range(CHECKPOINT_RETRY_COMMITS + 1):
+        await store.write(batch(first + k * ROWS))
+
+
 async def test_wal_is_cut_back_once_a_long_reader_lets_go(tmp_path: Path) -> None:
     path = tmp_path / "radiusd.db"
     store = Store(str(path))
@@ -84,6 +92,7 @@ async def test_wal_is_cut_back_once_a_long_reader_lets_go(tmp_path: Path) -> Non
             written += ROWS * ROW_BYTES
         stop.set()
         assert await reads > 0
+        await settle(store, n)
         assert wal_bytes(path) <= LIMIT + BATCH_WAL < grown
     finally:
         long_reader.close()
@@ -109,10 +118,14 @@ async def test_wal_stays_bounded_under_writes_and_reads(tmp_path: Path) -> None:
         await asyncio.gather(*(writer(w * ROWS) for w in range(4)))  # 16 * LIMIT in all
         stop.set()
         assert all(n > 0 for n in await asyncio.gather(*reads))
-        # Busy, the writer checkpoints once the file is twice the limit; a group
-        # commit of the four writers' batches may land on top first.
-        assert largest <= 2 * LIMIT + 4 * BATCH_WAL
+        # Busy, the writer checkpoints once the file is twice the limit, after a
+        # group commit of the four writers' batches; a short reader that holds one
+        # checkpoint back lets the file grow by the limit again before the next.
+        # Allowed: two such in a row.
+        assert largest <= 4 * LIMIT + 4 * BATCH_WAL
         assert os.path.getsize(path) > 8 * LIMIT  # the rows did go to the database
+        await settle(store, 10**6)
+        assert wal_bytes(path) <= LIMIT + BATCH_WAL
     finally:
         await store.close()
 

@@ -62,12 +62,12 @@ class Snapshot:
 async def snapshot(db: Store) -> Snapshot:
     """Counters and live gauges: three reads, none of them over history."""
     kept: Counter[tuple[str, str]] = Counter()
-    for name, label, value in await db.fetchall(_TOTALS):
+    for name, label, value in await db.fetchall(_TOTALS, slow=True):
         kept[(str(name), str(label))] += int(value)
     passwords = {label: n for (name, label), n in kept.items() if name == "passwords"}
-    passwords |= {str(s): int(n) for s, n in await db.fetchall(_LIVE_PASSWORDS)}
+    passwords |= {str(s): int(n) for s, n in await db.fetchall(_LIVE_PASSWORDS, slow=True)}
     sms = {label: n for (name, label), n in kept.items() if name == "sms"}
-    sms |= {str(s): int(n) for s, n in await db.fetchall(_LIVE_SMS)}
+    sms |= {str(s): int(n) for s, n in await db.fetchall(_LIVE_SMS, slow=True)}
     return Snapshot(
         passwords=passwords,
         issued=kept[("passwords_issued", "")],
@@ -79,7 +79,7 @@ async def snapshot(db: Store) -> Snapshot:
 
 async def ping(db: Store) -> None:
     """The store answers a read (`GET /healthz`)."""
-    await db.fetchone(_PING)
+    await db.fetchone(_PING, slow=True)
 
 
 # Per scrape and per health check.

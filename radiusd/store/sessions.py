@@ -108,7 +108,8 @@ async def open_session(db: Store, unique_id: str) -> OpenSession | None:
 
 async def stale(db: Store, before: float) -> list[OpenSession]:
     """Open sessions last updated before `before` (the reaper, DESIGN flow 5)."""
-    return [OpenSession(r[0], r[1], r[2], r[3]) for r in await db.fetchall(_STALE, (before,))]
+    rows = await db.fetchall(_STALE, (before,), slow=True)
+    return [OpenSession(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 # Per Accounting-Request (Start, Interim, Stop, On/Off) and per reaper tick.

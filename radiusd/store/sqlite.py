@@ -1,7 +1,7 @@
 """SQLite store: WAL, versioned migrations, one writer with group commit.
 
 The writer is a plain sqlite3 connection on one dedicated thread, and a whole batch
-runs there in one hop (aiosqlite, which the readers use, hops once per statement).
+runs there in one hop (aiosqlite, which the readers once used, hops per statement).
 
 Group commit: writers hand in their statements and wait; one task takes everything
 queued, runs it in one transaction and wakes them all when it commits. While a
@@ -36,9 +36,10 @@ file back to `WAL_LIMIT` whenever the WAL starts over. A long reader can hold a
 checkpoint back (or a migration at start leave a large WAL): once the file is past
 the limit, the writer runs `wal_checkpoint(TRUNCATE)` on its own thread when it has
 nothing queued (or, busy, once the file is twice the limit), waiting at most
-`CHECKPOINT_BUSY_MS` for readers; when a reader still holds the WAL it tries again
-after another `WAL_LIMIT` of growth or `CHECKPOINT_RETRY_SECONDS`, whichever comes
-first.
+`CHECKPOINT_BUSY_MS` for readers. When readers were only in the way for a moment
+(every frame was copied back) it tries again at the next chance; when one holds an
+older snapshot, after another `WAL_LIMIT` of growth, `CHECKPOINT_RETRY_COMMITS`
+commits or `CHECKPOINT_RETRY_SECONDS` (for a server at rest), whichever comes first.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ READER_BUSY_SECONDS = 30.0
 READERS = 3  # read connections; slow reads may hold all but one (module docstring)
 WAL_LIMIT = 16 * 1024 * 1024  # bytes: journal_size_limit, and when to checkpoint idle
 CHECKPOINT_BUSY_MS = 10  # how long a TRUNCATE checkpoint waits for readers to finish
-CHECKPOINT_RETRY_SECONDS = 1.0  # after a reader held it back
+CHECKPOINT_RETRY_COMMITS = 32  # after a reader's older snapshot held it back...
+CHECKPOINT_RETRY_SECONDS = 1.0  # ...or this, when nothing is written
 # A real write that changes nothing: the first UPDATE dirties the page (SQLite skips
 # writing a row updated to the value it has), the second restores it, and COMMIT must
 # append it to the WAL, which is what fails on a full disk.
@@ -178,7 +180,8 @@ class Store:
         self._slow = asyncio.Semaphore(max(1, readers - 1))
         self._task: asyncio.Task[None] | None = None
         self._probe_timer: asyncio.TimerHandle | None = None
-        self._wal_next = 0  # the -wal size above which the writer checkpoints
+        self._wal_next = 0  # backing off after a checkpoint a reader held back: until
+        self._wal_retry = 0  # the -wal file is past this size or `commits` reaches this
         self._wal_timer: asyncio.TimerHandle | None = None
         self.checkpoints = 0  # TRUNCATE checkpoints that emptied the WAL
         self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of what we opened
@@ -194,7 +197,6 @@ class Store:
         if self.path != ":memory:":
             st = os.stat(self.path)
             self._file = (st.st_dev, st.st_ino)
-        self._wal_next = self.wal_limit
         idle: asyncio.Queue[_Reader] = asyncio.Queue()
         for i in range(self.readers):
             thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-reader-{i}")
@@ -382,29 +384,30 @@ class Store:
     async def _bound_wal(self, idle: bool) -> None:
         """Empty the WAL once it has outgrown `wal_limit` (module docstring)."""
         size = self._wal_size()
-        if size <= self._wal_next or not (idle or size > self._wal_next + self.wal_limit):
+        if size <= self.wal_limit or not (idle or size > 2 * self.wal_limit):
             return
+        if size <= self._wal_next and self.commits < self._wal_retry:
+            return  # backing off: a reader held the last one back
         assert self._thread is not None
+        loop = asyncio.get_running_loop()
         try:
-            emptied = await asyncio.get_running_loop().run_in_executor(
-                self._thread, self._truncate_wal)
+            busy, frames, copied = await loop.run_in_executor(self._thread, self._truncate_wal)
         except sqlite3.Error as e:  # e.g. disk full: the commits report the health
             log.debug("checkpoint failed: %s", e)
-            emptied = False
-        if emptied:
+            busy, frames, copied = 1, 1, 0
+        if not busy:
             self.checkpoints += 1
-            self._wal_next = self.wal_limit
+            self._wal_next = self._wal_retry = 0
             return
-        # A reader still holds part of the WAL: try again once it has grown by
-        # another limit, or a little later, whichever comes first.
-        self._wal_next = size + self.wal_limit
+        if copied < frames:  # a reader holds an older snapshot: leave it be a while
+            self._wal_next = size + self.wal_limit
+            self._wal_retry = self.commits + CHECKPOINT_RETRY_COMMITS
         if self._wal_timer is None and self._task is not None:
-            self._wal_timer = asyncio.get_running_loop().call_later(
-                CHECKPOINT_RETRY_SECONDS, self._retry_checkpoint)
+            self._wal_timer = loop.call_later(CHECKPOINT_RETRY_SECONDS, self._retry_checkpoint)
 
     def _retry_checkpoint(self) -> None:
         self._wal_timer = None
-        self._wal_next = self.wal_limit
+        self._wal_next = self._wal_retry = 0
         if self._task is not None and self._queue.empty():
             self._queue.put_nowait(_Pending([], None))  # wake the writer (no commit)
 
@@ -416,17 +419,17 @@ class Store:
         except OSError:
             return 0
 
-    def _truncate_wal(self) -> bool:
+    def _truncate_wal(self) -> tuple[int, int, int]:
         """On the writer thread: `wal_checkpoint(TRUNCATE)`, waiting for readers only
-        briefly; True when the WAL was copied back and emptied."""
+        briefly: (busy, frames in the WAL, frames copied back); busy 0: emptied."""
         conn = self._writer
         assert conn is not None
         conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
         try:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(WRITER_BUSY_SECONDS * 1000)}")
-        return int(busy) == 0
+        return int(busy), int(frames), int(copied)
 
     def _write_failed(self, error: BaseException) -> None:
         self._throttle.log(log, logging.ERROR, f"write/{type(error).__name__}", time.monotonic(),
