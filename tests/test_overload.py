@@ -24,7 +24,7 @@ from radiusd.radius.backlog import Backlog
 from radiusd.radius.wire import Code
 from radiusd.store.sqlite import Op
 from radiusd.testing.nas import SimulatedNAS
-from radiusd.testing.server import loopback_config, nas_for, running_server
+from radiusd.testing.server import eventually, loopback_config, nas_for, running_server
 
 MAX_WAIT = 0.2  # the default [server] max_queue_ms, in seconds
 
@@ -108,15 +108,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def eventually(condition: Callable[[], bool], limit: float = 5.0) -> None:
-    """Wait for something the server does in the background (bounded; not a delay)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition():
-        assert loop.time() < deadline, "the server did not get there"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture

@@ -11,26 +11,14 @@ import importlib.util
 import os
 import pkgutil
 import sqlite3
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 import radiusd.store
+from tests.test_growth_bench import growth
 
 HISTORY = ("sessions", "passwords", "sms_outbox", "sms_parts", "journal", "journal_events")
 NOW = 1_796_500_000.0
-
-
-def _growth() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "growth.py"
-    spec = importlib.util.spec_from_file_location("growth_for_plans", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["growth_for_plans"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def hot_statements() -> list[tuple[str, str, tuple[object, ...]]]:
@@ -44,7 +32,7 @@ def hot_statements() -> list[tuple[str, str, tuple[object, ...]]]:
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> sqlite3.Connection:
     path = tmp_path_factory.mktemp("plans") / "year.db"
-    _growth().fill(path, 20_000, os.urandom(32), now=NOW, pool=64)
+    growth().fill(path, 20_000, os.urandom(32), now=NOW, pool=64)
     conn = sqlite3.connect(path)
     conn.execute("ANALYZE")  # what the planner knows after a year (PRAGMA optimize)
     return conn

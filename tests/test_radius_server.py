@@ -36,23 +36,13 @@ from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
 from radiusd.stats import Stats
 from radiusd.testing.nas import BadReply, NoReply, SimulatedNAS
-from radiusd.testing.server import loopback_config, nas_for, running_server
+from radiusd.testing.server import eventually, loopback_config, nas_for, running_server
 
 SECRET = b"testing123"
 PHONE = "+77011234567"
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    """Wait for something the server does in the background (bounded; not a delay)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 def response_ok(request: bytes, reply: bytes, secret: bytes = SECRET) -> bool:

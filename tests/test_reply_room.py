@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 
 import asyncio_dgram
 import pytest
@@ -25,17 +24,9 @@ from radiusd.radius.message import Reply
 from radiusd.radius.wire import MAX_PACKET, PROXY_STATE, Code, parse
 from radiusd.stats import Stats
 from radiusd.testing.nas import SimulatedNAS
+from radiusd.testing.server import eventually
 
 PHONE = "+77011234567"
-
-
-async def eventually(condition: Callable[[], bool], limit: float = 5.0) -> None:
-    """Wait for something the server does in the background (bounded; not a delay)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition():
-        assert loop.time() < deadline, "the server did not get there"
-        await asyncio.sleep(0.005)
 
 
 def get_password(nas: SimulatedNAS, proxy_state: int) -> bytes:

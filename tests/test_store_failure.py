@@ -17,7 +17,7 @@ import logging
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +30,10 @@ from radiusd.radius.wire import Code
 from radiusd.store import sqlite as sqlite_store
 from radiusd.store.sqlite import Store, StoreError
 from radiusd.testing.nas import SimulatedNAS
-from radiusd.testing.server import loopback_config, nas_for, running_server
+from radiusd.testing.server import eventually, loopback_config, nas_for, running_server
 
 INSERT = ("INSERT INTO sessions (unique_id, nas, acct_session_id, updated_at, class_token) "
           "VALUES (?, 'n', ?, 0, ?)")
-
-
-async def eventually(condition: Callable[[], bool], limit: float = 5.0) -> None:
-    """Wait for something the server does in the background (bounded; not a delay)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition():
-        assert loop.time() < deadline, "the server did not get there"
-        await asyncio.sleep(0.005)
 
 
 def lines(caplog: pytest.LogCaptureFixture, text: str,

@@ -7,7 +7,8 @@ Like aiosmtpd's Controller: the same `Server` as `radiusd serve`, bound to
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,12 @@ def nas_for(server: Server, family: int = 4, **kwargs: Any) -> SimulatedNAS:
         raise LookupError(f"server has no IPv{family} {port} listener")
 
     return SimulatedNAS(auth_address=pick("auth"), acct_address=pick("acct"), **kwargs)
+
+
+async def eventually(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    """Wait for something the server does in the background (bounded; not a delay)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not condition():
+        assert loop.time() < deadline, "the server did not get there"
+        await asyncio.sleep(0.005)
