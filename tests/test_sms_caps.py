@@ -6,14 +6,17 @@ protects cost is logged once and counted. Time moves with the injected clock."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from radiusd.app import Server
 from radiusd.clock import ManualClock
 from radiusd.config import OtpConfig
-from radiusd.http import start_http, stop_http
+from radiusd.http import HttpHandle, start_http, stop_http
 from radiusd.testing.server import loopback_config, running_server
 from tests.otp_support import REJECT, get_password, nas_of, otp_server, reply_message, sms_count
 
@@ -118,44 +121,42 @@ async def test_foreign_numbers_have_a_daily_cap_of_their_own(tmp_path: Path,
         assert (await _press(nas, "8 701 123 45 67", 4)).startswith("Password sent")
 
 
-async def test_the_http_api_spends_from_the_same_daily_budget(tmp_path: Path,
-                                                            clock: ManualClock) -> None:
-    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"]},
-                             otp={"global_daily": 2})
+@asynccontextmanager
+async def with_http(tmp_path: Path, clock: ManualClock,
+                    **otp: int) -> AsyncIterator[tuple[Server, HttpHandle]]:
+    """The server on loopback with its HTTP side, `[otp]` overridden."""
+    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"]}, otp=otp)
     async with running_server(config, clock) as server:
         handle = await start_http(server)
         assert handle is not None
         try:
-            nas = nas_of(server)
-            assert (await _press(nas, _number(1), 1)).startswith("Password sent")
-            async with aiohttp.ClientSession() as s:
-                async with s.post(handle.url("/api/v1/otp"),
-                                  json={"phone": _number(2)}) as r:
-                    assert r.status == 202
-                async with s.post(handle.url("/api/v1/otp"),
-                                  json={"phone": _number(3)}) as r:
-                    assert r.status == 429
-                    assert (await r.json())["message"] == UNAVAILABLE
-            assert await _press(nas, _number(4), 4) == UNAVAILABLE
-            assert await sms_count(server) == 2
+            yield server, handle
         finally:
             await stop_http(handle)
+
+
+async def test_the_http_api_spends_from_the_same_daily_budget(tmp_path: Path,
+                                                            clock: ManualClock) -> None:
+    async with with_http(tmp_path, clock, global_daily=2) as (server, handle):
+        nas = nas_of(server)
+        assert (await _press(nas, _number(1), 1)).startswith("Password sent")
+        async with aiohttp.ClientSession() as s:
+            async with s.post(handle.url("/api/v1/otp"), json={"phone": _number(2)}) as r:
+                assert r.status == 202
+            async with s.post(handle.url("/api/v1/otp"), json={"phone": _number(3)}) as r:
+                assert r.status == 429
+                assert (await r.json())["message"] == UNAVAILABLE
+        assert await _press(nas, _number(4), 4) == UNAVAILABLE
+        assert await sms_count(server) == 2
 
 
 async def test_metrics_count_refusals_by_cap(tmp_path: Path, clock: ManualClock) -> None:
-    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"]},
-                             otp={"per_nas_daily": 1})
-    async with running_server(config, clock) as server:
-        handle = await start_http(server)
-        assert handle is not None
-        try:
-            nas = nas_of(server)
-            assert (await _press(nas, _number(1), 1)).startswith("Password sent")
-            assert await _press(nas, _number(2), 2) == UNAVAILABLE
-            async with aiohttp.ClientSession() as s, s.get(handle.url("/metrics")) as r:
-                text = await r.text()
-            assert 'radiusd_otp_refused_total{cap="per_nas_daily"} 1' in text
-            assert 'radiusd_otp_refused_total{cap="global_daily"} 0' in text
-            assert 'radiusd_otp_refused_total{cap="wrong_per_nas_hourly"} 0' in text
-        finally:
-            await stop_http(handle)
+    async with with_http(tmp_path, clock, per_nas_daily=1) as (server, handle):
+        nas = nas_of(server)
+        assert (await _press(nas, _number(1), 1)).startswith("Password sent")
+        assert await _press(nas, _number(2), 2) == UNAVAILABLE
+        async with aiohttp.ClientSession() as s, s.get(handle.url("/metrics")) as r:
+            text = await r.text()
+        assert 'radiusd_otp_refused_total{cap="per_nas_daily"} 1' in text
+        assert 'radiusd_otp_refused_total{cap="global_daily"} 0' in text
+        assert 'radiusd_otp_refused_total{cap="wrong_per_nas_hourly"} 0' in text
