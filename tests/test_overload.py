@@ -73,6 +73,36 @@ def test_when_the_oldest_is_late_the_newest_is_served_first() -> None:
     assert shed == {"queue_timeout": 2}  # 10.05 had waited 240 ms
 
 
+def test_a_standing_queue_lets_a_request_wait_only_a_quarter_of_max_queue() -> None:
+    """Controlled delay: under a flood the queue never empties, and a request older
+    than max_queue_ms / 4 is not started (its NAS has retransmitted by then); a
+    queue of a few (a stall, not a flood) keeps the whole max_queue_ms (the other
+    tests here)."""
+    queue, shed = backlog()
+    t = 10.0
+    for i in range(40):  # 5 ms apart, never emptied: standing after 100 ms
+        queue.push([(t + i * 0.005, bytes([i]), None)])
+    now = t + 0.195  # the newest waited 0 ms, the oldest 195 ms (< max_queue_ms)
+    assert queue.standing(now)
+    started = queue.pop(now)
+    assert started is not None and started[1] == bytes([39])
+    assert shed == {"queue_timeout": 29}  # all that waited > 50 ms: 10.000 .. 10.140
+    waited = [now - queue.pop(now)[0] for _ in range(len(queue))]  # type: ignore[index]
+    assert max(waited) <= MAX_WAIT / 4 + 1e-9
+
+
+def test_a_burst_cleared_in_time_keeps_the_whole_max_queue() -> None:
+    """A queue that was empty a moment ago is a burst: its requests may wait the full
+    max_queue_ms, and the one that waited 150 ms is still served."""
+    queue, shed = backlog()
+    queue.push([(10.0, b"a", None)])
+    assert queue.pop(10.0) is not None  # emptied
+    queue.push([(10.05, b"b", None), (10.2, b"c", None)])
+    assert not queue.standing(10.2)
+    assert [queue.pop(10.2)[1] for _ in range(2)] == [b"c", b"b"]  # type: ignore[index]
+    assert not shed
+
+
 def test_full_queue_makes_room_by_dropping_the_oldest_as_overloaded() -> None:
     queue, shed = backlog(limit=2)
     queue.push([(1.0, b"a", None), (1.0, b"b", None)])
