@@ -58,15 +58,20 @@ class Handler(Protocol):
     def status_server(self, port: Port) -> Outcome: ...
 
 
-def open_socket(listen: str) -> socket.socket:
+def open_socket(listen: str, reuse_port: bool = False) -> socket.socket:
     """Bind one UDP socket. IPv6 sockets are v6-only so "0.0.0.0" and "[::]" on the same
-    port coexist, as FreeRADIUS's two `listen` sections do."""
+    port coexist, as FreeRADIUS's two `listen` sections do. ``reuse_port``: several
+    workers bind the same address (`SO_REUSEPORT`, radiusd.workers); the kernel picks
+    the worker by a hash of both addresses and ports, so a NAS's retransmission reaches
+    the worker that has its reply cached."""
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         sock.bind((host, port))

@@ -1,0 +1,102 @@
+"""`[server] workers = N`: N processes of the same server on one box (issue 12 item 4).
+
+Processes, not threads, for cores (DESIGN.md): the parent forks N copies of
+`radiusd serve` and does nothing else but watch them. Each worker binds its own
+sockets with `SO_REUSEPORT`, so the kernel spreads datagrams over the workers by a
+hash of source and destination address and port: a NAS's retransmission, from the
+same source port as the request, reaches the same worker and its RFC 5080 duplicate
+cache. The workers share nothing but the database, which is why several are allowed
+only with PostgreSQL: every rule that must hold across them is the database's.
+
+- SIGTERM or SIGINT to the parent is passed to every worker; each stops cleanly
+  (finishes what is in flight, flushes its writes) and the parent exits 0 when they
+  all did.
+- A worker that dies on its own (a crash, the OOM killer) is started again, at most
+  once per `RESTART_SECONDS` per slot, and logged once per death; its sockets leave
+  the `SO_REUSEPORT` group with it, so the kernel sends its share to the others until
+  it is back.
+
+The supervisor is plain code around `os.fork`/`os.waitpid`; what a worker runs is
+the caller's (`run_worker(index)` returning an exit status).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+
+log = logging.getLogger("radiusd.workers")
+
+RESTART_SECONDS = 1.0  # a slot whose worker died is refilled at most this often
+
+
+def supervise(n: int, run_worker: Callable[[int], int],
+              clock: Callable[[], float] = time.monotonic) -> int:
+    """Fork `n` workers running `run_worker(index)`; pass SIGTERM/SIGINT on; restart a
+    worker that dies unasked; return 0 when all stopped cleanly after a signal, else
+    the first non-zero status seen at shutdown."""
+    children: dict[int, int] = {}  # pid -> slot
+    started: dict[int, float] = {}  # slot -> when its current worker started
+    stopping = False
+    status = 0
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: default signal handling, then the server
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = run_worker(slot)
+            except BaseException:  # a worker must never return into the parent's loop
+                log.exception("worker %d failed", slot)
+            finally:
+                os._exit(code)
+        children[pid] = slot
+        started[slot] = clock()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for slot in range(n):
+            if stopping:
+                break
+            spawn(slot)
+        log.info("%d workers started (pids %s)", n, ", ".join(map(str, children)))
+        while children:
+            try:
+                pid, raw = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries waitpid
+                continue
+            slot = children.pop(pid, None)
+            if slot is None:
+                continue
+            code = os.waitstatus_to_exitcode(raw)
+            if stopping:
+                if code != 0 and status == 0:
+                    status = code if code > 0 else 128 - code
+                continue
+            how = f"exit status {code}" if code >= 0 else f"signal {-code}"
+            log.error("worker %d (pid %d) died (%s): starting it again", slot, pid, how)
+            wait = started.get(slot, 0.0) + RESTART_SECONDS - clock()
+            if wait > 0:
+                time.sleep(wait)
+            if not stopping:
+                spawn(slot)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return status
