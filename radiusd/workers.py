@@ -81,9 +81,9 @@ def supervise(n: int, run_worker: Callable[[int], int],
                 break
             except InterruptedError:  # pragma: no cover - PEP 475 retries waitpid
                 continue
-            slot = children.pop(pid, None)
-            if slot is None:
+            if pid not in children:
                 continue
+            slot = children.pop(pid)
             code = os.waitstatus_to_exitcode(raw)
             if stopping:
                 if code != 0 and status == 0:
