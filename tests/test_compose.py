@@ -209,3 +209,35 @@ def test_pip_install_has_what_pyproject_needs() -> None:
     if readme:
         assert readme in sources, f"pyproject.toml names readme {readme!r}: COPY it"
     assert any("pip install" in args for args in instruction("RUN"))
+
+
+# -- profile `cluster` (issue 12): PostgreSQL and two nodes ----------------------------
+
+
+def test_cluster_profile_has_postgres_and_two_nodes_apart_from_the_single_node(
+        compose: dict) -> None:
+    services = compose["services"]
+    assert "profiles" not in services["radiusd"]  # `docker compose up` is unchanged
+    cluster = {name for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    assert cluster == {"postgres", "radiusd-a", "radiusd-b"}
+    pg = services["postgres"]
+    assert pg["image"].startswith("postgres:") and "pg_isready" in " ".join(
+        pg["healthcheck"]["test"])
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in pg["volumes"])
+
+
+def test_cluster_nodes_wait_for_postgres_share_one_key_and_publish_their_own_ports(
+        compose: dict) -> None:
+    services = compose["services"]
+    a, b = services["radiusd-a"], services["radiusd-b"]
+    published: list[set[str]] = []
+    for node in (a, b):
+        assert node["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert "./radiusd-cluster.toml:/etc/radiusd/radiusd.toml:ro" in node["volumes"]
+        assert "radiusd-cluster-key:/keys" in node["volumes"]  # one sealing key for both
+        assert node["stop_signal"] == "SIGTERM"
+        ports = port_specs(node["ports"])
+        assert {p.split(":")[-1] for p in ports} == {"1812/udp", "1813/udp"}
+        published.append({p.rsplit(":", 1)[0] for p in ports})
+    single = {p.rsplit(":", 1)[0] for p in port_specs(services["radiusd"]["ports"])}
+    assert not (published[0] & published[1]) and not (published[0] | published[1]) & single
