@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from pyrad import packet as pp
 
+from radiusd.cli import main
 from radiusd.clock import ManualClock
 from radiusd.config import ClientConfig, ConfigError, load
 from radiusd.radius.coa import (
@@ -421,3 +422,15 @@ def test_coa_defaults_are_off_port_3799_and_the_client_secret(tmp_path: Path) ->
     path.write_text('[[clients]]\nname = "a"\naddress = "10.0.0.1"\nsecret = "x"\n')
     (c,) = load(path).clients
     assert (c.coa, c.coa_address, c.coa_port, c.coa_secret) == ("off", None, 3799, None)
+
+
+def test_check_config_says_where_disconnect_requests_go(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "radiusd.toml"
+    path.write_text('[[clients]]\nname = "a"\naddress = "10.0.0.1"\nsecret = "x"\n'
+                    'coa = "disconnect"\ncoa_address = "10.0.0.2"\ncoa_port = 1700\n'
+                    '[[clients]]\nname = "b"\naddress = "10.0.1.1"\nsecret = "y"\n')
+    assert main(["check-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "    Disconnect-Request to 10.0.0.2 port 1700\n" in out
+    assert out.count("Disconnect-Request") == 1
