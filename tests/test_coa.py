@@ -240,7 +240,7 @@ def test_an_answer_to_a_retransmission_ends_the_request() -> None:
 
 
 def test_past_256_outstanding_requests_to_one_nas_wait_for_an_identifier() -> None:
-    client = CoaClient()
+    client = CoaClient(window=256)
     sent = []
     for _ in range(300):
         client.submit(NAS, Code.DISCONNECT_REQUEST,
@@ -258,12 +258,27 @@ def test_past_256_outstanding_requests_to_one_nas_wait_for_an_identifier() -> No
     assert len(client.datagrams_to_send()) == 1
 
 
+def test_by_default_32_requests_are_outstanding_to_one_nas_and_the_rest_wait() -> None:
+    client = CoaClient()
+    for _ in range(40):
+        client.submit(NAS, Code.DISCONNECT_REQUEST, [], SECRET, 0.0)
+    sent = client.datagrams_to_send()
+    assert len(sent) == 32 and client.outstanding == 40
+    client.receive(answer(sent[0][0], sign=False), NAS, 0.1)
+    assert len(client.datagrams_to_send()) == 1
+
+
+def test_a_window_beyond_the_identifier_space_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"window must be 1\.\.256"):
+        CoaClient(window=257)
+
+
 def test_past_max_waiting_a_request_ends_at_once_as_queue_full() -> None:
-    client = CoaClient(max_waiting=1)
-    for _ in range(258):
+    client = CoaClient(window=1, max_waiting=1)
+    for _ in range(3):
         client.submit(NAS, Code.DISCONNECT_REQUEST, [], SECRET, 0.0)
     assert only(client.completed()).outcome == "queue_full"
-    assert client.outstanding == 257
+    assert client.outstanding == 2
 
 
 # -- over loopback, against the simulated NAS ------------------------------------------

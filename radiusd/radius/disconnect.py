@@ -130,13 +130,14 @@ class Disconnector:
 
     def __init__(self, routes: Mapping[str, CoaRoute], clock: Clock, *,
                  backoff: Backoff | None = None, codec: Codec | None = None,
-                 bind_v4: str = "0.0.0.0", bind_v6: str = "::",
+                 bind_v4: str = "0.0.0.0", bind_v6: str = "::", window: int = 32,
                  rand: Callable[[], float] | None = None) -> None:
         import random
 
         self.routes = routes
         self.clock = clock
         self.backoff = backoff or Backoff()
+        self.window = window
         self.codec = codec or default_codec()
         self._bind = {socket.AF_INET: bind_v4, socket.AF_INET6: bind_v6}
         self._rand = rand or (lambda: random.uniform(-1.0, 1.0))
@@ -210,7 +211,7 @@ class Disconnector:
         async with lock:
             sock = self._sockets.get(family)
             if sock is None:
-                client = CoaClient(self.backoff, rand=self._rand)
+                client = CoaClient(self.backoff, rand=self._rand, window=self.window)
                 loop = asyncio.get_running_loop()
                 _, sock = await loop.create_datagram_endpoint(
                     lambda: _Socket(self, client), local_addr=(self._bind[family], 0),
