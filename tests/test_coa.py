@@ -449,3 +449,32 @@ def test_check_config_says_where_disconnect_requests_go(
     out = capsys.readouterr().out
     assert "    Disconnect-Request to 10.0.0.2 port 1700\n" in out
     assert out.count("Disconnect-Request") == 1
+
+
+def test_an_unusable_nas_ip_address_falls_back_to_the_source() -> None:
+    route = CoaRoute.from_config(ClientConfig(name="c", address="10.0.0.0/24", secret="s"))
+    for bad in ("0.0.0.0", "224.0.0.1", "not-an-ip"):
+        t = SessionTarget(client="c", nas_source="10.0.0.9", nas_ip_address=bad)
+        assert route.destination(t) == ("10.0.0.9", 3799)
+
+
+def test_a_value_that_cannot_be_encoded_is_left_out() -> None:
+    odd = SessionTarget(client="c", nas_source="10.0.0.1", acct_session_id="1",
+                        framed_ip_address="fe80::1", user_name="u" * 300)
+    names = [default_codec().by_key(t) for t, _ in session_attributes(odd, T0,
+                                                                     default_codec())]
+    assert [a.name for a in names if a] == ["Acct-Session-Id", "Event-Timestamp"]
+
+
+async def test_an_ipv6_nas_gets_its_disconnect_over_ipv6() -> None:
+    nas = CoaNas(secret=SECRET)
+    _, port = await nas.start("::1")
+    d = Disconnector(routes(port), ManualClock(T0), backoff=FAST, bind_v6="::1")
+    target = SessionTarget(client="hotspot", nas_source="::1", acct_session_id="6")
+    try:
+        result = await asyncio.wait_for(d.disconnect(target, T0), 10)
+    finally:
+        await d.close()
+        nas.close()
+    assert (result.outcome, result.destination) == ("ack", ("::1", port))
+    assert nas.received[0].source[0] == "::1"

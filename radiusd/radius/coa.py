@@ -112,7 +112,16 @@ def session_attributes(target: SessionTarget, event_time: float,
         ("NAS-IP-Address", target.nas_ip_address),
         ("NAS-Identifier", target.nas_identifier),
     ]
-    out = [codec.encode(name, value) for name, value in wanted if value]
+    out: list[tuple[int, bytes]] = []
+    for name, value in wanted:
+        if not value:
+            continue
+        try:
+            attr = codec.encode(name, value)
+        except Exception:  # e.g. a Framed-IP-Address that is not IPv4: not sent
+            continue
+        if len(attr[1]) <= 253:
+            out.append(attr)
     out.append(codec.encode("Event-Timestamp", int(event_time)))
     return out
 
@@ -288,9 +297,8 @@ class CoaClient:
         self._tickets += 1
         dest = destination_key(destination)
         ex = _Exchange(self._tickets, dest, code, attributes, secret, now)
-        live = self._live.setdefault(dest, {})
-        if len(live) < self.window:
-            self._start(ex, live, now)
+        if len(self._live.get(dest, ())) < self.window:
+            self._start(ex, self._live.setdefault(dest, {}), now)
         elif self._n_waiting >= self.max_waiting:
             self.counters["queue_full"] += 1
             self._done.append(Done(ex.ticket, "queue_full", dest))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections import Counter
@@ -30,6 +31,7 @@ from radiusd.radius.coa import (
     CoaClient,
     Done,
     SessionTarget,
+    destination_key,
     error_cause_name,
     session_attributes,
 )
@@ -59,8 +61,19 @@ class CoaRoute:
     def destination(self, target: SessionTarget) -> Address:
         """`coa_address`, else the session's NAS-IP-Address, else the address its
         accounting came from; port `coa_port` (3799, RFC 5176 §3)."""
-        host = self.address or target.nas_ip_address or target.nas_source
+        host = self.address or _usable(target.nas_ip_address) or target.nas_source
         return host, self.port
+
+
+def _usable(address: str | None) -> str | None:
+    """A NAS-IP-Address we can send to: not 0.0.0.0, multicast or garbage."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return None if ip.is_unspecified or ip.is_multicast else address
 
 
 def routes_from_config(clients: list[ClientConfig]) -> dict[str, CoaRoute]:
@@ -167,6 +180,7 @@ class Disconnector:
     async def request(self, destination: Address, code: int,
                       attributes: list[tuple[int, bytes]], secret: bytes) -> Done:
         """Send one Disconnect-Request or CoA-Request and wait for how it ended."""
+        destination = destination_key(destination)  # ::ffff:a.b.c.d goes out over IPv4
         sock = await self._socket(destination[0])
         loop = asyncio.get_running_loop()
         ticket = sock.client.submit(destination, code, attributes, secret, loop.time())
@@ -323,7 +337,13 @@ class DisconnectQueue:
 
     async def _one(self, target: SessionTarget) -> None:
         try:
-            result = await self.disconnector.disconnect(target, self.disconnector.clock.now())
+            try:
+                result = await self.disconnector.disconnect(target,
+                                                            self.disconnector.clock.now())
+            except Exception:  # our bug: say so, and keep the worker going
+                log.exception("disconnect %s failed",
+                              target.user_name or target.acct_session_id)
+                return
             if self.record is not None:
                 try:
                     await self.record(result)
