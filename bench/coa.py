@@ -28,7 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,6 +46,17 @@ from radiusd.radius.disconnect import (  # noqa: E402
 )
 
 SECRET = "bench-coa-secret"
+T = TypeVar("T")
+
+
+def run_on(coro: Coroutine[Any, Any, T], loop: str) -> T:
+    """On uvloop when asked (as `radiusd serve` runs when it is installed)."""
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
 
 
 async def serve_nas(port: int) -> None:
@@ -56,11 +69,11 @@ async def serve_nas(port: int) -> None:
     await asyncio.Event().wait()
 
 
-def start_nases(n: int) -> tuple[list[subprocess.Popen[str]], list[int]]:
+def start_nases(n: int, loop: str) -> tuple[list[subprocess.Popen[str]], list[int]]:
     procs, ports = [], []
     for _ in range(n):
-        p = subprocess.Popen([sys.executable, __file__, "--serve-nas"], stdout=subprocess.PIPE,
-                             text=True, cwd=ROOT)
+        p = subprocess.Popen([sys.executable, __file__, "--serve-nas", "--loop", loop],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert p.stdout is not None
         line = p.stdout.readline().split()
         if not line or line[0] != "ready":
@@ -135,6 +148,14 @@ async def one_run(ports: list[int], sessions: int, window: int
     return [s for s, o in results if o == "ack"], outcomes
 
 
+def default_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
 def ms(v: float) -> str:
     return f"{v * 1000:.1f}"
 
@@ -146,14 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nas", type=int, default=1, help="simulated NAS processes")
     ap.add_argument("--window", type=int, default=32,
                     help="most requests outstanding to one NAS (1-256)")
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default=default_loop(),
+                    help="event loop of sender and NAS (default: uvloop when installed)")
     ap.add_argument("--serve-nas", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve_nas:
-        asyncio.run(serve_nas(0))
+        run_on(serve_nas(0), args.loop)
         return 0
-    procs, ports = start_nases(args.nas)
+    procs, ports = start_nases(args.nas, args.loop)
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, "
-          f"Python {platform.python_version()}, asyncio loop, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {args.loop}, {os.cpu_count()} cores, "
           f"load {os.getloadavg()[0]:.1f}; {args.sessions} sessions at once to "
           f"{args.nas} simulated NAS, window {args.window}")
     print("| run | acked | median ms | p99 ms | max ms | retransmissions | forged | "
@@ -162,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     pooled: list[float] = []
     try:
         for run in range(1, args.runs + 1):
-            times, outcomes = asyncio.run(one_run(ports, args.sessions, args.window))
+            times, outcomes = run_on(one_run(ports, args.sessions, args.window), args.loop)
             pooled += times
             shown = ("ack", "retransmissions", "forged", "drops at NAS", "drops at sender")
             other = {k: v for k, v in outcomes.items() if k not in shown}

@@ -478,3 +478,14 @@ async def test_an_ipv6_nas_gets_its_disconnect_over_ipv6() -> None:
         nas.close()
     assert (result.outcome, result.destination) == ("ack", ("::1", port))
     assert nas.received[0].source[0] == "::1"
+
+
+@pytest.mark.parametrize(("value", "name"), [
+    (201, "Residual-Context-Removed"), (401, "Unsupported-Attribute"),
+    (402, "Missing-Attribute"), (403, "NAS-Identification-Mismatch"),
+    (404, "Invalid-Request"), (501, "Administratively-Prohibited"),
+    (503, "Session-Context-Not-Found"), (504, "Session-Context-Not-Removable"),
+    (506, "Resources-Unavailable"), (508, "Multiple-Session-Selection-Unsupported"),
+])
+def test_error_causes_have_their_rfc_5176_names(value: int, name: str) -> None:
+    assert error_cause_name(value) == name

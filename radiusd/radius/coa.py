@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from radiusd.radius.clients import normalise_address
-from radiusd.radius.dictionary import Codec
+from radiusd.radius.dictionary import Codec, default_codec
 from radiusd.radius.wire import (
     MAX_PACKET,
     MESSAGE_AUTHENTICATOR,
@@ -55,19 +55,6 @@ Address = tuple[str, int]
 Outcome = Literal["ack", "nak", "timeout", "queue_full"]
 RECENT_MAX = 65536
 
-# RFC 5176 §3.5 (also in dictionaries/dictionary.rfc5176, which decoding uses).
-ERROR_CAUSES: dict[int, str] = {
-    201: "Residual-Context-Removed", 202: "Invalid-EAP-Packet",
-    401: "Unsupported-Attribute", 402: "Missing-Attribute",
-    403: "NAS-Identification-Mismatch", 404: "Invalid-Request",
-    405: "Unsupported-Service", 406: "Unsupported-Extension",
-    407: "Invalid-Attribute-Value", 501: "Administratively-Prohibited",
-    502: "Request-Not-Routable", 503: "Session-Context-Not-Found",
-    504: "Session-Context-Not-Removable", 505: "Other-Proxy-Processing-Error",
-    506: "Resources-Unavailable", 507: "Request-Initiated",
-    508: "Multiple-Session-Selection-Unsupported",
-}
-
 ANSWERS: dict[int, tuple[int, int]] = {  # request code -> (ACK, NAK), RFC 5176 §2
     Code.DISCONNECT_REQUEST: (Code.DISCONNECT_ACK, Code.DISCONNECT_NAK),
     Code.COA_REQUEST: (Code.COA_ACK, Code.COA_NAK),
@@ -75,10 +62,11 @@ ANSWERS: dict[int, tuple[int, int]] = {  # request code -> (ACK, NAK), RFC 5176 
 
 
 def error_cause_name(value: int | None) -> str | None:
-    """RFC 5176 §3.5 name of an Error-Cause value, or "Error-Cause-N" for others."""
+    """RFC 5176 §3.5 name of an Error-Cause value (dictionaries/dictionary.rfc5176), or
+    "Error-Cause-N" for one it does not name."""
     if value is None:
         return None
-    return ERROR_CAUSES.get(value, f"Error-Cause-{value}")
+    return default_codec().attr("Error-Cause").names.get(value, f"Error-Cause-{value}")
 
 
 @dataclass(frozen=True, slots=True)
