@@ -180,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
           f"load {os.getloadavg()[0]:.1f}; {args.sessions} sessions at once to "
           f"{args.nas} simulated NAS, window {args.window}")
     print("| run | acked | median ms | p99 ms | max ms | retransmissions | forged | "
-          "UDP drops at NAS / sender | other outcomes |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+          "UDP drops at NAS / sender | load | other outcomes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     pooled: list[float] = []
     try:
         for run in range(1, args.runs + 1):
+            load = os.getloadavg()[0]
             times, outcomes = run_on(one_run(ports, args.sessions, args.window), args.loop)
             pooled += times
             shown = ("ack", "retransmissions", "forged", "drops at NAS", "drops at sender")
@@ -193,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{ms(percentile(times, 0.99))} | {ms(max(times))} | "
                   f"{outcomes['retransmissions']} | {outcomes['forged']} | "
                   f"{outcomes['drops at NAS']} / {outcomes['drops at sender']} | "
-                  f"{other or '-'} |",
+                  f"{load:.1f} | {other or '-'} |",
                   flush=True)
         print(f"| all | {len(pooled)} | {ms(statistics.median(pooled))} | "
-              f"{ms(percentile(pooled, 0.99))} | {ms(max(pooled))} | | | | |")
+              f"{ms(percentile(pooled, 0.99))} | {ms(max(pooled))} | | | | | |")
     finally:
         for p in procs:
             p.terminate()
