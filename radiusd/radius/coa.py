@@ -243,9 +243,10 @@ class CoaClient:
 
     Identifiers are per destination (RFC 2865 §3), so at most 256 requests can be
     outstanding to one NAS address and port; we keep at most ``window`` (default 32)
-    so that a burst does not overflow the NAS's receive buffer (a loopback burst of
-    256 lost about 60 in bench/coa.py). More wait in a FIFO, up to ``max_waiting``
-    over all destinations, past which a request ends at once as "queue_full".
+    so that a burst does not overflow the NAS's receive buffer (bursts of 256 to one
+    loopback receiver often lost some: BENCHMARKS.md, "Issue 13"). More wait in a
+    FIFO, up to ``max_waiting`` over all destinations, past which a request ends at
+    once as "queue_full".
     Identifiers go round in order, so one is reused as late as possible.
 
     Feed it with `submit`, `receive` and `handle_timer`; take what it produced from

@@ -14,7 +14,6 @@ and timeout are logged at most once a minute per NAS (`LogThrottle`); ACK at deb
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -355,6 +354,6 @@ class DisconnectQueue:
             self._queue.task_done()
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            for task in list(self._tasks):
-                task.cancel()
+        """Cancel the sends in progress (the worker is cancelled by its owner)."""
+        for task in list(self._tasks):
+            task.cancel()
