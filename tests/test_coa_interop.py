@@ -80,6 +80,11 @@ listen {{
 }}
 server coa {{
 	recv-coa {{
+		if (&User-Name == "signed") {{
+			update reply {{
+				&Message-Authenticator := 0x00000000000000000000000000000000
+			}}
+		}}
 		if (&User-Name == "nobody") {{
 			update reply {{
 				&Error-Cause := Session-Context-Not-Found
@@ -180,3 +185,13 @@ async def test_freeradius_drops_a_request_signed_with_another_secret(
     result = await disconnect(freeradius, "+77011234568", secret="not-the-secret")
     assert result.outcome == "timeout"
     assert "invalid Message-Authenticator" in freeradius.text()
+
+
+async def test_a_freeradius_answer_signed_over_a_zero_vector_is_believed(
+        freeradius: FreeRadius) -> None:
+    """FreeRADIUS 3 computes an answer's Message-Authenticator over 16 zero octets,
+    not the Request Authenticator RFC 5176 §3.4 names; both are accepted."""
+    result = await disconnect(freeradius, "signed")
+    assert result.outcome == "ack", freeradius.text()
+    sent = freeradius.text().rsplit("Sent Disconnect-ACK", 1)[1]
+    assert "Message-Authenticator" in sent.split("Finished request", 1)[0]
