@@ -50,6 +50,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         addrs = [c.address] if isinstance(c.address, str) else c.address
         print(f"  client {c.name}: {', '.join(addrs)} "
               f"(require_message_authenticator={str(c.require_message_authenticator).lower()})")
+        if c.coa == "disconnect":  # RFC 5176, docs/coa.md
+            print(f"    Disconnect-Request to {c.coa_address or 'the session NAS-IP-Address'}"
+                  f" port {c.coa_port}")
     print(f"  database {config.database.path}")
     from radiusd.sealing import locate_key
 

@@ -91,6 +91,31 @@ class ClientConfig(_Section):
     # "reject": "Get password" answers Access-Reject with a Reply-Message;
     # "challenge": Access-Challenge with State (RFC 2865 §4.4).
     otp_request: Literal["reject", "challenge"] = "reject"
+    # RFC 5176 Disconnect-Request to the NAS when a session is revoked (docs/coa.md):
+    # "disconnect" sends it, "off" does not. Address default: the session's
+    # NAS-IP-Address, else the address its packets came from; secret default: `secret`.
+    coa: Literal["disconnect", "off"] = "off"
+    coa_address: str | None = None
+    coa_port: int = Field(default=3799, ge=1, le=65535)
+    coa_secret: str | None = Field(default=None, min_length=1)
+
+    @field_validator("coa_address")
+    @classmethod
+    def _coa_address_ok(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address (e.g. \"10.0.0.1\"); "
+                             "leave it out to use the session's NAS-IP-Address") from None
+
+    @field_validator("coa_secret")
+    @classmethod
+    def _coa_secret_ok(cls, v: str | None) -> str | None:
+        if v is not None and len(v.encode()) > 128:
+            raise ValueError("a shared secret longer than 128 octets is not interoperable")
+        return v
 
     @field_validator("require_message_authenticator", mode="before")
     @classmethod
