@@ -111,6 +111,10 @@ def actor() -> str:
 
 @contextmanager
 def _database(config: Config) -> Iterator[sqlite3.Connection]:
+    if config.database.url is not None:  # never the default SQLite file instead
+        raise _Failed("database.url: journal, sessions export and purge work on the "
+                      "SQLite store only so far; run them with a config that sets "
+                      "[database] path (docs/store.md)")
     path = config.database.path
     try:
         conn = connect_sync(path)

@@ -15,6 +15,7 @@ from radiusd.app import Server
 from radiusd.clock import ManualClock
 from radiusd.testing.nas import SimulatedNAS
 from radiusd.testing.server import loopback_config, nas_for, running_server
+from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: a real PostgreSQL)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _KEY_DIR: str | None = None

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from radiusd.store.sqlite import Op
+from radiusd.store.backend import Op
 
 # Fields an event may set, in export order. The row holds the first value.
 TEXT_FIELDS = ("surname", "name", "patronymic", "computer", "document_type", "document_number")
@@ -56,13 +56,13 @@ _LOGIN_TAKEN = ("SELECT 1 FROM passwords WHERE login = ? UNION ALL"
 # Per voucher Accounting-Start / end of its password: along `journal_events_entry`.
 _VOUCHER_STARTED = (
     "INSERT INTO journal_events (journal_id, at, actor, event, detail)"
-    " SELECT id, ?, ?, 'start', json_object('field', 'started_at', 'value', ?)"
+    " SELECT id, ?, ?, 'start', ?"
     " FROM journal WHERE id = ? AND NOT EXISTS (SELECT 1 FROM journal_events"
     " WHERE journal_id = ? AND event IN ('start', 'close'))"
 )
 _VOUCHER_ENDED = (
     "INSERT INTO journal_events (journal_id, at, actor, event, detail)"
-    " SELECT id, ?, ?, 'close', json_object('field', 'ended_at', 'value', ?)"
+    " SELECT id, ?, ?, 'close', ?"
     " FROM journal WHERE id = ? AND NOT EXISTS (SELECT 1 FROM journal_events"
     " WHERE journal_id = ? AND event = 'close')"
 )
@@ -214,17 +214,27 @@ def entries(conn: sqlite3.Connection, since: float | None, until: float | None,
 
 def voucher_started(journal_id: int, at: float) -> Op:
     """The entry starts at `at`: only the first Start counts, and not once it is closed."""
-    return (_VOUCHER_STARTED, (at, SERVER_ACTOR, at, journal_id, journal_id))
+    return (_VOUCHER_STARTED, (at, SERVER_ACTOR, _detail("started_at", at), journal_id,
+                               journal_id))
 
 
 def voucher_ended(journal_id: int, at: float) -> Op:
     """The entry ends at `at` unless it is already closed (by hand or a first Stop)."""
-    return (_VOUCHER_ENDED, (at, SERVER_ACTOR, at, journal_id, journal_id))
+    return (_VOUCHER_ENDED, (at, SERVER_ACTOR, _detail("ended_at", at), journal_id,
+                             journal_id))
+
+
+def _detail(field: str, at: float) -> str:
+    """An event's detail as the journal keeps it (built here, not by SQLite's
+    json_object, so the statement runs on PostgreSQL too)."""
+    return json.dumps({"field": field, "value": at})
 
 
 # Per voucher Accounting-Start, and per end of a voucher's password (Stop, NAS
 # reboot, reaper, lifetime).
 HOT: list[tuple[str, str, tuple[Any, ...]]] = [
-    ("journal.voucher_started", _VOUCHER_STARTED, (0.0, SERVER_ACTOR, 0.0, 1, 1)),
-    ("journal.voucher_ended", _VOUCHER_ENDED, (0.0, SERVER_ACTOR, 0.0, 1, 1)),
+    ("journal.voucher_started", _VOUCHER_STARTED,
+     (0.0, SERVER_ACTOR, _detail("started_at", 0.0), 1, 1)),
+    ("journal.voucher_ended", _VOUCHER_ENDED,
+     (0.0, SERVER_ACTOR, _detail("ended_at", 0.0), 1, 1)),
 ]
