@@ -63,10 +63,12 @@ UPDATE sms_outbox SET state = 'queued', next_attempt_at = ?, last_error = ? WHER
 """
 _FAILED = "UPDATE sms_outbox SET state = 'failed', last_error = ? WHERE id = ?"
 # A receipt names one part: the row whose whole reference it is, or the row one of
-# whose parts it is. Two index searches (SQLite: MULTI-INDEX OR).
+# whose parts it is. Two index searches, as a UNION of ids (PostgreSQL plans an OR
+# with a subquery as a walk of the table; SQLite does either as MULTI-INDEX OR).
 _RECEIPT = """
 UPDATE sms_outbox SET delivery_state = ?, delivered_at = ?
-WHERE provider_ref = ? OR id IN (SELECT sms_id FROM sms_parts WHERE ref = ?)
+WHERE id IN (SELECT id FROM sms_outbox WHERE provider_ref = ?
+             UNION SELECT sms_id FROM sms_parts WHERE ref = ?)
 """
 
 
