@@ -82,7 +82,9 @@ class Server:
                 raise
             raise OSError(f"database.path: cannot open {cfg.database.path!r}: "
                           f"{getattr(e, 'strerror', None) or e}") from e
-        self.sealer = Sealer.from_config(cfg.otp, database=cfg.database.path)
+        # The SQLite file, if that is the store: a key beside it, rows sealed in it.
+        sqlite_file = cfg.database.path if cfg.database.url is None else None
+        self.sealer = Sealer.from_config(cfg.otp, database=sqlite_file)
         self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer, ended=password_ended)
         await self._load_book()
         self.sms = await self._start_sms()

@@ -73,7 +73,7 @@ def test_check_config_says_in_one_line_what_failed(
     url = {"password": pg_server.url("postgres", password="wrong"),
            "port": pg_server.url("postgres").replace(f":{pg_server.port}/", f":{closed}/"),
            "database": pg_server.url("nosuchdb")}[case]
-    status, out, err = _check_config(tmp_path, url, capsys)
+    status, _out, err = _check_config(tmp_path, url, capsys)
     assert status == 1
     assert len(err.strip().splitlines()) == 1, err
     assert "database.url: cannot connect: " + expected.format(port=closed) in err
@@ -163,7 +163,7 @@ def test_a_node_that_loses_postgresql_answers_nothing_then_recovers_losing_nothi
             _until(lambda: len(load.acknowledged) >= 20)
             pg_server.stop()
             _until(lambda: proc.healthz()[0] == 503)
-            status, body = proc.healthz()
+            _status, body = proc.healthz()
             assert "store" in body["checks"] and body["checks"]["store"] != "ok"  # type: ignore[operator,index]
             # Down: nothing is answered, Status-Server included (the NAS fails over).
             _until(lambda: not proc.status_ok(proc.auth4, timeout=0.3))

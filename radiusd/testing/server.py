@@ -8,9 +8,9 @@ Like aiosmtpd's Controller: the same `Server` as `radiusd serve`, bound to
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from radiusd.app import Server
 from radiusd.clock import Clock
 from radiusd.config import Config
 from radiusd.testing.nas import SimulatedNAS
-
 
 # Set by the test suite to run the same tests against PostgreSQL (tests/conftest.py):
 # the database every loopback config names unless the test names its own.
