@@ -56,13 +56,14 @@ def require_peer(executable: str, package: str) -> str:
 
 # Suites that run against both stores (issue 12 item 6): the same tests, the same
 # assertions, once on SQLite and once on a fresh PostgreSQL database.
-BOTH_STORES = {"test_otp_accounting", "test_otp_login", "test_otp_limits",
-               "test_store_contract_suites"}
+BOTH_STORES = {"test_otp_accounting", "test_otp_login", "test_otp_limits", "test_journal",
+               "test_admin_cli"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_STORES \
-            and "store_backend" in metafunc.fixturenames:
+            and "store_backend" in metafunc.fixturenames \
+            and metafunc.definition.get_closest_marker("sqlite_only") is None:
         metafunc.parametrize("store_backend", ["sqlite", "postgres"], indirect=True)
 
 

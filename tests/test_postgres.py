@@ -189,3 +189,14 @@ async def _session_ids(url: str) -> set[str]:
         return {r[0] for r in await conn.fetch("SELECT acct_session_id FROM sessions")}
     finally:
         await conn.close()
+
+
+def test_admin_purge_refuses_postgresql_in_one_line(
+        pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "radiusd.toml"
+    conf.write_text(f'[database]\nurl = "{pg_url}"\n')
+    status = cli.main(["purge", "--older-than", "30", "-c", str(conf)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert len(err.strip().splitlines()) == 1, err
+    assert "radiusd purge" in err and "SQLite" in err

@@ -22,7 +22,7 @@ Rows support `r[0]` and `r["column"]` on both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from radiusd.health import Health
@@ -63,6 +63,42 @@ class Backend(Protocol):
 
     async def fetchone(self, sql: str, params: Sequence[Any] = (), *,
                        slow: bool = False) -> Any | None: ...
+
+
+class SyncCursor(Protocol):
+    """What the admin CLI reads from a statement (sqlite3's cursor has it)."""
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class SyncConnection(Protocol):
+    """The admin CLI's connection (`radiusd journal`, `sessions export`): a plain
+    `sqlite3.Connection` from `sqlite.connect_sync`, or `pg_sync.PgSyncConnection`.
+    Autocommit; writes inside an explicit BEGIN IMMEDIATE ... COMMIT; rows are tuples."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> SyncCursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> SyncCursor: ...
+
+    def close(self) -> None: ...
+
+
+def connect_sync(database: DatabaseConfig) -> SyncConnection:
+    """The admin CLI's connection to the store `[database]` names, migrated."""
+    if database.url is not None:
+        from radiusd.store.pg_sync import PgSyncConnection
+
+        return PgSyncConnection(database.url)
+    from radiusd.store.sqlite import connect_sync as sqlite_connect
+
+    return sqlite_connect(database.path)
 
 
 class StoreError(Exception):

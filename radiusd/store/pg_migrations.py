@@ -124,6 +124,12 @@ PG_MIGRATIONS: list[str] = [
         detail      TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX journal_events_entry ON journal_events(journal_id);
+    -- SQLite's json_extract(doc, '$.key') for the journal's reads (store/journal.py),
+    -- as text: the statements cast what they need.
+    CREATE FUNCTION json_extract(doc text, path text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT AS $$
+        SELECT doc::jsonb #>> string_to_array(substr(path, 3), '.')
+    $$;
     """,
     # 3: SMSC delivery receipts on the outbox row they answer.
     """
@@ -168,7 +174,7 @@ PG_MIGRATIONS: list[str] = [
     FOR EACH ROW EXECUTE FUNCTION journal_span_entry();
 
     CREATE FUNCTION journal_span_event() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
+    DECLARE  -- only events that set a time (the trigger's WHEN)
         f text := new.detail::jsonb ->> 'field';
         v double precision := (new.detail::jsonb ->> 'value')::double precision;
     BEGIN
@@ -184,7 +190,8 @@ PG_MIGRATIONS: list[str] = [
         RETURN NULL;
     END $$;
     CREATE TRIGGER journal_span_event AFTER INSERT ON journal_events
-    FOR EACH ROW EXECUTE FUNCTION journal_span_event();
+    FOR EACH ROW WHEN (new.detail::jsonb ->> 'field' IN ('started_at', 'ended_at'))
+    EXECUTE FUNCTION journal_span_event();
 
     CREATE FUNCTION journal_span_gone() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -60,9 +61,18 @@ STATEMENT_SECONDS = 10.0  # a statement with no answer by then: the server is go
 _DOWN_CLASSES = ("08", "53", "57", "58")
 
 
+# SQLite's words that PostgreSQL has no use for: BEGIN IMMEDIATE (PostgreSQL locks
+# rows, not the database) and INDEXED BY (a planner hint; PostgreSQL plans alone).
+_SQLITE_ONLY = [(re.compile(r"^\s*BEGIN\s+IMMEDIATE\s*$", re.I), "BEGIN"),
+                (re.compile(r"\s+INDEXED\s+BY\s+\w+", re.I), "")]
+
+
 @lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
-    """`?` placeholders as PostgreSQL's `$1, $2...`, outside quotes and comments."""
+    """The one place statements become PostgreSQL's: `?` placeholders as `$1, $2...`
+    (outside quotes and comments), and SQLite-only words dropped (`_SQLITE_ONLY`)."""
+    for pattern, replacement in _SQLITE_ONLY:
+        sql = pattern.sub(replacement, sql)
     out: list[str] = []
     n = 0
     i = 0

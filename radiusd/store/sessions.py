@@ -8,11 +8,10 @@ never by walking history (issue 18): `HOT` lists them for the plan test.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op
+from radiusd.store.backend import Backend, Op, SyncConnection
 
 _RECORD = """
 INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
@@ -163,7 +162,7 @@ class ExportedSession(NamedTuple):
     terminate_cause: str | None
 
 
-def exported(conn: sqlite3.Connection, since: float | None, until: float | None,
+def exported(conn: SyncConnection, since: float | None, until: float | None,
              chunk: int) -> Iterator[ExportedSession]:
     """Sessions online at some moment of [since, until), oldest first. A session that
     stopped at or after `since` began at most the longest closed session before it
