@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -25,11 +24,11 @@ import pytest
 
 from radiusd import journal
 from radiusd.cli import main
-from radiusd.journal import Person
 from radiusd.config import DatabaseConfig
+from radiusd.journal import Person
 from radiusd.store.backend import SyncConnection, connect_sync
-from radiusd.testing.server import DATABASE_URL_ENV
 from radiusd.testing.nas import SimulatedNAS
+from radiusd.testing.server import DATABASE_URL_ENV
 
 PYTHON = sys.executable
 ENV = {**os.environ, "TZ": "Asia/Almaty", "PYTHONUTF8": "1"}  # UTC+05:00 all year
