@@ -18,7 +18,7 @@ from radiusd.device import request_device
 from radiusd.radius.message import Drop, Outcome, Reply, Request
 from radiusd.radius.wire import Code
 from radiusd.store import sessions
-from radiusd.store.sqlite import Op, Store
+from radiusd.store.backend import Backend, Op
 
 log = logging.getLogger("radiusd.accounting")
 
@@ -101,7 +101,7 @@ def _counter(request: Request, low: str, high: str | None = None) -> int:
 
 
 class AccountingPolicy:
-    def __init__(self, store: Store, hook: SessionHook | None = None,
+    def __init__(self, store: Backend, hook: SessionHook | None = None,
                  normalise_login: Callable[[str], str] = lambda name: name) -> None:
         self.store = store
         self.hook: SessionHook = hook or NoHook()

@@ -9,6 +9,7 @@ one line saying what to type instead, and changes nothing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import pwd
 import re
@@ -23,7 +24,7 @@ from radiusd import export, journal, retention
 from radiusd.cli import UsageError, add_config_arg, load_config, register
 from radiusd.clock import SystemClock
 from radiusd.config import Config
-from radiusd.store.sqlite import connect_sync
+from radiusd.store.backend import SyncConnection, connect_sync
 
 DAY = 86400.0
 TIME_EXAMPLE = "e.g. 2026-01-05T14:30, 2026-01-05 or 14:30 (today)"
@@ -110,10 +111,25 @@ def actor() -> str:
 
 
 @contextmanager
-def _database(config: Config) -> Iterator[sqlite3.Connection]:
+def _database(config: Config) -> Iterator[SyncConnection]:
+    """The store `[database]` names: the SQLite file, or PostgreSQL with `url`."""
+    if config.database.url is not None:
+        from radiusd.store.postgres import connect_problem, describe
+
+        try:
+            conn = connect_sync(config.database)
+        except Exception as e:
+            problem = asyncio.run(connect_problem(config.database.url)) or str(e)
+            raise _Failed(f"database.url: cannot use {describe(config.database.url)}: "
+                          f"{problem}") from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
     path = config.database.path
     try:
-        conn = connect_sync(path)
+        conn = connect_sync(config.database)
     except (sqlite3.Error, OSError) as e:
         raise _Failed(
             f"{path}: cannot open the database ({e}): run this as the user that runs "
@@ -170,7 +186,8 @@ def _journal_open(args: argparse.Namespace, config: Config, now: float) -> int:
         from radiusd.sealing import Sealer
 
         vouchers = journal.VoucherSettings(
-            Sealer.from_config(config.otp, database=config.database.path),
+            Sealer.from_config(config.otp, database=None if config.database.url
+                               else config.database.path),
             config.otp.length, config.otp.language)
     with _database(config) as conn:
         opened = journal.open_entry(
@@ -337,7 +354,11 @@ def _purge(args: argparse.Namespace, config: Config, now: float) -> int:
             raise UsageError(f"--older-than {days} is less than [journal] retention_days = "
                              f"{keep} in {where}: give --older-than {keep} or more")
     cutoff = now - days * DAY
+    if config.database.url is not None:
+        raise _Failed("database.url: `radiusd purge` works on the SQLite store only so far "
+                      "(docs/store.md)")
     with _database(config) as conn:
+        assert isinstance(conn, sqlite3.Connection)  # PostgreSQL is refused above
         counts = purge(conn, cutoff, dry_run=args.dry_run)
     for what, n in counts.items():
         print(f"{what}: {n}")

@@ -39,7 +39,7 @@ from radiusd.sealing import Sealer
 from radiusd.session_end import SessionEnd, password_ended
 from radiusd.stats import Stats
 from radiusd.store import passwords
-from radiusd.store.sqlite import Store
+from radiusd.store.backend import Backend, describe, for_config
 
 log = logging.getLogger("radiusd")
 
@@ -57,8 +57,7 @@ class Server:
         self.codec = default_codec()
         self.clients = ClientTable(config.clients)
         self.dedup = DuplicateCache(config.server.duplicate_window_seconds)
-        self.store = Store(config.database.path, config.database.batch_max, self.health,
-                           self.clock)
+        self.store: Backend = for_config(config.database, self.health, self.clock)
         self.listeners: list[Listener] = []
         self.in_flight = InFlight(config.server.max_in_flight)  # across all listeners
         self.background: list[asyncio.Task[Any]] = []
@@ -73,10 +72,19 @@ class Server:
         cfg = self.config
         try:
             await self.store.open()
-        except (OSError, sqlite3.Error) as e:
+        except Exception as e:
+            if cfg.database.url is not None:  # authentication, host, missing database
+                from radiusd.store.postgres import reason
+
+                raise OSError(f"database.url: cannot use {describe(cfg.database)}: "
+                              f"{reason(e)}") from e
+            if not isinstance(e, OSError | sqlite3.Error):
+                raise
             raise OSError(f"database.path: cannot open {cfg.database.path!r}: "
                           f"{getattr(e, 'strerror', None) or e}") from e
-        self.sealer = Sealer.from_config(cfg.otp, database=cfg.database.path)
+        # The SQLite file, if that is the store: a key beside it, rows sealed in it.
+        sqlite_file = cfg.database.path if cfg.database.url is None else None
+        self.sealer = Sealer.from_config(cfg.otp, database=sqlite_file)
         self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer, ended=password_ended)
         await self._load_book()
         self.sms = await self._start_sms()
@@ -173,7 +181,7 @@ class Server:
             names = [c.name for c in self.config.clients if c.secret == DEFAULT_SECRET]
             log.warning("client %s uses FreeRADIUS's well-known default secret: fine on "
                         "loopback for a trial, never on a network", ", ".join(names))
-        log.info("database %s", self.config.database.path)
+        log.info("database %s", describe(self.config.database))
         sms = self.config.sms
         where = {"file": sms.file.path, "kannel": sms.kannel.url, "http": sms.http.url,
                  "smpp": f"{sms.smpp.host}:{sms.smpp.port}"}.get(sms.provider, "")

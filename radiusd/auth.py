@@ -24,7 +24,7 @@ from radiusd.otp import Checked, Issued, Password, PasswordBook, Refused
 from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
 from radiusd.store import passwords
-from radiusd.store.sqlite import Store
+from radiusd.store.backend import Backend
 
 log = logging.getLogger("radiusd.auth")
 
@@ -52,7 +52,7 @@ def _chap_matcher(chap: bytes, challenge: bytes) -> Callable[[str], bool]:
 
 class OtpAuth:
     VOUCHER_MISS_SECONDS = 2.0
-    def __init__(self, config: Config, book: PasswordBook, store: Store,
+    def __init__(self, config: Config, book: PasswordBook, store: Backend,
                  sms_queued: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.book = book

@@ -53,7 +53,14 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         if c.coa == "disconnect":  # RFC 5176, docs/coa.md
             print(f"    Disconnect-Request to {c.coa_address or 'the session NAS-IP-Address'}"
                   f" port {c.coa_port}")
-    print(f"  database {config.database.path}")
+    if config.database.url is not None:
+        problem = _database_problem(config.database.url)
+        if problem is not None:  # one line: authentication, host or database
+            print(f"{where}: database.url: cannot connect: {problem}", file=sys.stderr)
+            return 1
+    from radiusd.store.backend import describe
+
+    print(f"  database {describe(config.database)}")
     from radiusd.sealing import locate_key
 
     print(f"  sealing key {locate_key(config.otp, config.database.path).describe()}")
@@ -63,6 +70,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if config.http.listen:
         print(f"  http on {', '.join(config.http.listen)}")
     return 0
+
+
+def _database_problem(url: str) -> str | None:
+    """What failed connecting to PostgreSQL, in one line; None when it works."""
+    import asyncio
+
+    from radiusd.store.postgres import connect_problem
+
+    return asyncio.run(connect_problem(url))
 
 
 def build_parser() -> argparse.ArgumentParser:

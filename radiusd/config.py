@@ -79,6 +79,25 @@ class DatabaseConfig(_Section):
     path: str = "radiusd.db"
     # Group commit: at most this many requests' writes share one transaction.
     batch_max: int = Field(default=256, ge=1)
+    # PostgreSQL instead of the SQLite file (docs/store.md), e.g.
+    # "postgresql://user:pass@host:5432/radiusd"; pool_size: its connections per process.
+    url: str | None = None
+    pool_size: int = Field(default=10, ge=2, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _url_ok(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError('must be a PostgreSQL URL, e.g. '
+                             '"postgresql://user:pass@host:5432/radiusd"')
+        return v
+
+    @model_validator(mode="after")
+    def _one_store(self) -> DatabaseConfig:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError("path and url are both set: keep path for a SQLite file or "
+                             "url for PostgreSQL, not both")
+        return self
 
 
 class ClientConfig(_Section):

@@ -54,6 +54,12 @@ class Dispatcher:
 
     async def __call__(self, request: Request, port: Port) -> Outcome:
         code = request.code
+        if code in (Code.ACCESS_REQUEST, Code.ACCOUNTING_REQUEST) \
+                and not self.health.ok("store"):
+            # Issue 12 item 5: a server that cannot reach its database answers nothing
+            # (dropped, counted "store_failing"), so the NAS fails over to its other
+            # server instead of rejecting users it cannot check.
+            return Drop("store_failing")
         if code == Code.ACCESS_REQUEST:
             return await self.access_request(request)
         if code == Code.ACCOUNTING_REQUEST:

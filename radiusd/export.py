@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import os
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -27,6 +26,7 @@ import phonenumbers
 
 from radiusd.journal import Entry
 from radiusd.store import sessions
+from radiusd.store.backend import SyncConnection
 
 FORMATS = ("csv", "json")
 JOURNAL_COLUMNS = (
@@ -121,7 +121,7 @@ def journal_rows(entries: Iterable[Entry]) -> Iterator[dict[str, Any]]:
                    else getattr(e, c)) for c in JOURNAL_COLUMNS}
 
 
-def session_rows(conn: sqlite3.Connection, region: str, since: float | None,
+def session_rows(conn: SyncConnection, region: str, since: float | None,
                  until: float | None, phone: str | None,
                  chunk: int = CHUNK) -> Iterator[dict[str, Any]]:
     """Phone-based sessions online at some moment of [since, until), oldest first,

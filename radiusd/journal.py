@@ -11,8 +11,8 @@ when. What an entry says *now* is its row with the latest event for each field
 applied (`CURRENT`); list and export read that. The only deletion is `purge`
 (retention), which removes whole entries with their events.
 
-Plain functions over a `sqlite3.Connection` in autocommit mode (as
-`radiusd.store.sqlite.connect_sync` makes it) and an explicit `now`; writes run in
+Plain functions over a synchronous connection in autocommit mode (SQLite's or
+PostgreSQL's, as `radiusd.store.backend.connect_sync` makes it) and an explicit `now`; writes run in
 `BEGIN IMMEDIATE` so they queue behind the running server instead of failing. What
 is kept, and how, is `radiusd.store.journal`'s.
 """
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from radiusd.store import journal as kept
 from radiusd.store import passwords, retention
+from radiusd.store.backend import Op, SyncConnection
 from radiusd.store.journal import CURRENT as CURRENT
 from radiusd.store.journal import FIELDS as FIELDS
 from radiusd.store.journal import SERVER_ACTOR as SERVER_ACTOR
@@ -35,7 +36,6 @@ from radiusd.store.journal import TEXT_FIELDS as TEXT_FIELDS
 from radiusd.store.journal import TIME_FIELDS as TIME_FIELDS
 from radiusd.store.journal import Entry as Entry
 from radiusd.store.journal import Event as Event
-from radiusd.store.sqlite import Op
 
 REQUIRED = ("surname", "name", "computer")  # Rules §10; the patronymic only "if any"
 MAX_TEXT = 200
@@ -104,7 +104,7 @@ def clean_text(field: str, value: str) -> str:
 
 
 def open_entry(
-    conn: sqlite3.Connection, now: float, person: Person, actor: str, *,
+    conn: SyncConnection, now: float, person: Person, actor: str, *,
     store_document_number: bool = False, vouchers: VoucherSettings | None = None,
 ) -> Opened:
     """Record a person starting at a computer now; with `vouchers`, also issue the
@@ -125,7 +125,7 @@ def open_entry(
     return Opened(get_entry(conn, entry_id), voucher)
 
 
-def _new_voucher(conn: sqlite3.Connection, settings: VoucherSettings) -> Voucher:
+def _new_voucher(conn: SyncConnection, settings: VoucherSettings) -> Voucher:
     """A login "v" + 6 digits used by no password or entry still on record (so one
     login names one journal entry for as long as the data is kept)."""
     for _ in range(VOUCHER_LOGIN_TRIES):
@@ -146,7 +146,7 @@ def _voucher_password(now: float, entry_id: int, voucher: Voucher,
     )
 
 
-def get_entry(conn: sqlite3.Connection, entry_id: int) -> Entry:
+def get_entry(conn: SyncConnection, entry_id: int) -> Entry:
     entry = kept.entry(conn, entry_id)
     if entry is None:
         raise JournalError(
@@ -156,7 +156,7 @@ def get_entry(conn: sqlite3.Connection, entry_id: int) -> Entry:
 
 
 def list_entries(
-    conn: sqlite3.Connection, *, since: float | None = None, until: float | None = None,
+    conn: SyncConnection, *, since: float | None = None, until: float | None = None,
     computer: str | None = None, open_only: bool = False,
 ) -> list[Entry]:
     """Entries online at some moment of [since, until) (an open entry is online until
@@ -166,7 +166,7 @@ def list_entries(
 
 
 def iter_entries(
-    conn: sqlite3.Connection, *, since: float | None = None, until: float | None = None,
+    conn: SyncConnection, *, since: float | None = None, until: float | None = None,
     computer: str | None = None, open_only: bool = False, chunk: int = CHUNK,
 ) -> Iterator[Entry]:
     """`list_entries` as it reads: `chunk` entries per query along `journal_span`'s
@@ -179,7 +179,7 @@ def iter_entries(
             yield entry
 
 
-def close_entry(conn: sqlite3.Connection, now: float, entry_id: int, at: float,
+def close_entry(conn: SyncConnection, now: float, entry_id: int, at: float,
                 actor: str) -> Entry:
     """Set the end time (Rules §10). A voucher still usable dies with the entry."""
     with kept.transaction(conn):
@@ -202,7 +202,7 @@ def close_entry(conn: sqlite3.Connection, now: float, entry_id: int, at: float,
 
 
 def correct_entry(
-    conn: sqlite3.Connection, now: float, entry_id: int, field: str, value: str | float,
+    conn: SyncConnection, now: float, entry_id: int, field: str, value: str | float,
     actor: str, *, reason: str = "", store_document_number: bool = False,
 ) -> Entry:
     """A correction is a new event with who, when and why; the first-written value and
@@ -263,13 +263,13 @@ def _shown(t: float) -> str:
     return datetime.fromtimestamp(t).astimezone().isoformat(timespec="minutes")
 
 
-def history(conn: sqlite3.Connection, entry_id: int) -> list[Event]:
+def history(conn: SyncConnection, entry_id: int) -> list[Event]:
     """Every event of an entry, oldest first: the audit trail."""
     get_entry(conn, entry_id)
     return kept.events(conn, entry_id)
 
 
-def first_written(conn: sqlite3.Connection, entry_id: int) -> dict[str, object] | None:
+def first_written(conn: SyncConnection, entry_id: int) -> dict[str, object] | None:
     """The entry as first written, column by column (what `history` changed)."""
     return kept.first_written(conn, entry_id)
 

@@ -16,14 +16,14 @@ from radiusd.config import Config
 from radiusd.otp import PasswordBook
 from radiusd.session_end import SessionEnd
 from radiusd.store import sessions
-from radiusd.store.sqlite import Op, Store
+from radiusd.store.backend import Backend, Op
 from radiusd.throttle import LogThrottle
 
 log = logging.getLogger("radiusd.reaper")
 
 
 class Reaper:
-    def __init__(self, config: Config, book: PasswordBook, ends: SessionEnd, store: Store,
+    def __init__(self, config: Config, book: PasswordBook, ends: SessionEnd, store: Backend,
                  clock: Clock) -> None:
         self.config = config
         self.book = book

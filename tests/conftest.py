@@ -14,7 +14,13 @@ import pytest
 from radiusd.app import Server
 from radiusd.clock import ManualClock
 from radiusd.testing.nas import SimulatedNAS
-from radiusd.testing.server import loopback_config, nas_for, running_server
+from radiusd.testing.server import (
+    DATABASE_URL_ENV,
+    loopback_config,
+    nas_for,
+    running_server,
+)
+from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: a real PostgreSQL)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _KEY_DIR: str | None = None
@@ -46,6 +52,29 @@ def require_peer(executable: str, package: str) -> str:
     if IN_CI:
         pytest.fail(f"CI=true and a required peer is missing: {message}")
     pytest.skip(message)
+
+
+# Suites that run against both stores (issue 12 item 6): the same tests, the same
+# assertions, once on SQLite and once on a fresh PostgreSQL database.
+BOTH_STORES = {"test_otp_accounting", "test_otp_login", "test_otp_limits", "test_journal",
+               "test_admin_cli"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_STORES \
+            and "store_backend" in metafunc.fixturenames \
+            and metafunc.definition.get_closest_marker("sqlite_only") is None:
+        metafunc.parametrize("store_backend", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """"sqlite" (the default), or "postgres" for `BOTH_STORES`: loopback configs then
+    name a fresh PostgreSQL database (`radiusd.testing.server.DATABASE_URL_ENV`)."""
+    backend: str = getattr(request, "param", "sqlite")
+    if backend == "postgres":
+        monkeypatch.setenv(DATABASE_URL_ENV, request.getfixturevalue("pg_url"))
+    return backend
 
 
 @pytest.fixture

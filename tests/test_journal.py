@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import stat
 import threading
 import time
@@ -17,15 +16,19 @@ from radiusd import journal
 from radiusd.config import OtpConfig
 from radiusd.journal import JournalError, Person
 from radiusd.sealing import Sealer
-from radiusd.store.sqlite import connect_sync
+from radiusd.store.backend import SyncConnection, connect_sync
+from radiusd.store.sqlite import connect_sync as sqlite_connect
+from radiusd.testing.server import loopback_config
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00Z
 KAZAKH = "ӘҒҚҢӨҰҮҺІ әғқңөұүһі"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    conn = connect_sync(str(tmp_path / "radiusd.db"))
+def db(tmp_path: Path, store_backend: str) -> Iterator[SyncConnection]:
+    """The admin CLI's connection to the store: run once on SQLite, once on a fresh
+    PostgreSQL database (tests/conftest.py `BOTH_STORES`)."""
+    conn = connect_sync(loopback_config(tmp_path).database)
     yield conn
     conn.close()
 
@@ -42,17 +45,18 @@ def person(**kw: str) -> Person:
     return Person(**{**base, **kw})
 
 
-def dump(conn: sqlite3.Connection) -> list[object]:
+def dump(conn: SyncConnection) -> list[object]:
     return [conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
             for t in ("journal", "journal_events", "passwords")]
 
 
+@pytest.mark.sqlite_only
 def test_database_file_is_private(tmp_path: Path) -> None:
-    connect_sync(str(tmp_path / "new.db")).close()
+    sqlite_connect(str(tmp_path / "new.db")).close()
     assert stat.S_IMODE(os.stat(tmp_path / "new.db").st_mode) == 0o600
 
 
-def test_open_records_entry_and_who_opened_it(db: sqlite3.Connection) -> None:
+def test_open_records_entry_and_who_opened_it(db: SyncConnection) -> None:
     opened = journal.open_entry(db, T0, person(surname=KAZAKH), "alice")
     e = opened.entry
     assert (e.surname, e.name, e.patronymic, e.computer) == (KAZAKH, "Нұрлан", "Серікұлы", "3")
@@ -62,25 +66,25 @@ def test_open_records_entry_and_who_opened_it(db: sqlite3.Connection) -> None:
     assert (ev.event, ev.actor, ev.at) == ("open", "alice", T0)
 
 
-def test_text_is_stored_in_composed_form(db: sqlite3.Connection) -> None:
+def test_text_is_stored_in_composed_form(db: SyncConnection) -> None:
     decomposed = "Й".replace("Й", "И\u0306") + "ерлан"  # И + combining breve
     e = journal.open_entry(db, T0, person(name=decomposed), "alice").entry
     assert e.name == "Йерлан"
 
 
 @pytest.mark.parametrize("field", ["surname", "name", "computer"])
-def test_empty_required_field_is_refused(db: sqlite3.Connection, field: str) -> None:
+def test_empty_required_field_is_refused(db: SyncConnection, field: str) -> None:
     with pytest.raises(JournalError, match=f"--{field} is empty"):
         journal.open_entry(db, T0, person(**{field: "  "}), "alice")
     assert dump(db) == [[], [], []]
 
 
-def test_line_break_in_a_name_is_refused(db: sqlite3.Connection) -> None:
+def test_line_break_in_a_name_is_refused(db: SyncConnection) -> None:
     with pytest.raises(JournalError, match="one line"):
         journal.open_entry(db, T0, person(surname="A\nB"), "alice")
 
 
-def test_document_number_needs_the_config_switch(db: sqlite3.Connection) -> None:
+def test_document_number_needs_the_config_switch(db: SyncConnection) -> None:
     p = person(document_type="passport", document_number="N1234567")
     with pytest.raises(JournalError, match="store_document_number"):
         journal.open_entry(db, T0, p, "alice")
@@ -89,7 +93,7 @@ def test_document_number_needs_the_config_switch(db: sqlite3.Connection) -> None
     assert (e.document_type, e.document_number) == ("passport", "N1234567")
 
 
-def test_close_sets_end_time_as_an_event(db: sqlite3.Connection) -> None:
+def test_close_sets_end_time_as_an_event(db: SyncConnection) -> None:
     e = journal.open_entry(db, T0, person(), "alice").entry
     closed = journal.close_entry(db, T0 + 7200, e.id, T0 + 3600, "bob")
     assert closed.ended_at == T0 + 3600
@@ -99,7 +103,7 @@ def test_close_sets_end_time_as_an_event(db: sqlite3.Connection) -> None:
     assert db.execute("SELECT ended_at FROM journal").fetchone() == (None,)
 
 
-def test_closing_twice_is_refused_and_changes_nothing(db: sqlite3.Connection) -> None:
+def test_closing_twice_is_refused_and_changes_nothing(db: SyncConnection) -> None:
     e = journal.open_entry(db, T0, person(), "alice").entry
     journal.close_entry(db, T0 + 60, e.id, T0 + 60, "alice")
     before = dump(db)
@@ -108,27 +112,27 @@ def test_closing_twice_is_refused_and_changes_nothing(db: sqlite3.Connection) ->
     assert dump(db) == before
 
 
-def test_end_before_start_is_refused(db: sqlite3.Connection) -> None:
+def test_end_before_start_is_refused(db: SyncConnection) -> None:
     e = journal.open_entry(db, T0, person(), "alice").entry
     with pytest.raises(JournalError, match="end before start"):
         journal.close_entry(db, T0 + 60, e.id, T0 - 60, "alice")
     assert journal.get_entry(db, e.id).ended_at is None
 
 
-def test_end_in_the_future_is_refused(db: sqlite3.Connection) -> None:
+def test_end_in_the_future_is_refused(db: SyncConnection) -> None:
     e = journal.open_entry(db, T0, person(), "alice").entry
     with pytest.raises(JournalError, match="future"):
         journal.close_entry(db, T0, e.id, T0 + 3600, "alice")
 
 
-def test_unknown_id_is_refused(db: sqlite3.Connection) -> None:
+def test_unknown_id_is_refused(db: SyncConnection) -> None:
     with pytest.raises(JournalError, match="no journal entry 42"):
         journal.close_entry(db, T0, 42, T0, "alice")
     with pytest.raises(JournalError, match="no journal entry 42"):
         journal.correct_entry(db, T0, 42, "surname", "X", "alice")
 
 
-def test_correction_is_a_new_event_and_the_original_stays(db: sqlite3.Connection) -> None:
+def test_correction_is_a_new_event_and_the_original_stays(db: SyncConnection) -> None:
     e = journal.open_entry(db, T0, person(surname="Абилкасымов"), "alice").entry
     fixed = journal.correct_entry(db, T0 + 10, e.id, "surname", "Әбілқасымов", "bob",
                                   reason="typed without Kazakh letters")
@@ -145,7 +149,7 @@ def test_correction_is_a_new_event_and_the_original_stays(db: sqlite3.Connection
     assert journal.list_entries(db)[0].surname == "Әбілқасым"
 
 
-def test_correcting_times_keeps_start_before_end(db: sqlite3.Connection) -> None:
+def test_correcting_times_keeps_start_before_end(db: SyncConnection) -> None:
     e = journal.open_entry(db, T0, person(), "alice").entry
     with pytest.raises(JournalError, match=r"still open.*journal close"):
         journal.correct_entry(db, T0 + 60, e.id, "ended_at", T0 + 30, "alice")
@@ -158,7 +162,7 @@ def test_correcting_times_keeps_start_before_end(db: sqlite3.Connection) -> None
     assert fixed.started_at == T0 - 600
 
 
-def test_corrections_refuse_nonsense(db: sqlite3.Connection) -> None:
+def test_corrections_refuse_nonsense(db: SyncConnection) -> None:
     e = journal.open_entry(db, T0, person(), "alice").entry
     before = dump(db)
     with pytest.raises(JournalError, match="cannot be corrected"):
@@ -174,7 +178,7 @@ def test_corrections_refuse_nonsense(db: sqlite3.Connection) -> None:
     assert journal.correct_entry(db, T0, e.id, "patronymic", "", "alice").patronymic == ""
 
 
-def test_list_shows_entries_online_in_the_range(db: sqlite3.Connection) -> None:
+def test_list_shows_entries_online_in_the_range(db: SyncConnection) -> None:
     a = journal.open_entry(db, T0, person(computer="1"), "x").entry
     journal.close_entry(db, T0 + 3600, a.id, T0 + 3600, "x")
     b = journal.open_entry(db, T0 + 7200, person(computer="2"), "x").entry
@@ -192,7 +196,7 @@ def test_list_shows_entries_online_in_the_range(db: sqlite3.Connection) -> None:
 
 
 def test_voucher_is_issued_sealed_with_the_server_key(
-    db: sqlite3.Connection, vouchers: journal.VoucherSettings, tmp_path: Path,
+    db: SyncConnection, vouchers: journal.VoucherSettings, tmp_path: Path,
 ) -> None:
     opened = journal.open_entry(db, T0, person(), "alice", vouchers=vouchers)
     v = opened.voucher
@@ -212,7 +216,7 @@ def test_voucher_is_issued_sealed_with_the_server_key(
 
 
 def test_voucher_logins_do_not_repeat(
-    db: sqlite3.Connection, vouchers: journal.VoucherSettings,
+    db: SyncConnection, vouchers: journal.VoucherSettings,
 ) -> None:
     logins = {journal.open_entry(db, T0, person(), "x", vouchers=vouchers).voucher.login  # type: ignore[union-attr]
               for _ in range(50)}
@@ -220,7 +224,7 @@ def test_voucher_logins_do_not_repeat(
 
 
 def test_closing_by_hand_expires_the_unused_voucher(
-    db: sqlite3.Connection, vouchers: journal.VoucherSettings,
+    db: SyncConnection, vouchers: journal.VoucherSettings,
 ) -> None:
     e = journal.open_entry(db, T0, person(), "alice", vouchers=vouchers).entry
     journal.close_entry(db, T0 + 60, e.id, T0 + 60, "alice")
@@ -228,7 +232,7 @@ def test_closing_by_hand_expires_the_unused_voucher(
         "expired", T0 + 60, "journal-closed")
 
 
-def _commit(conn: sqlite3.Connection, ops: list[tuple[str, tuple[object, ...]]]) -> None:
+def _commit(conn: SyncConnection, ops: list[tuple[str, tuple[object, ...]]]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     for sql, params in ops:
         conn.execute(sql, params)
@@ -236,7 +240,7 @@ def _commit(conn: sqlite3.Connection, ops: list[tuple[str, tuple[object, ...]]])
 
 
 def test_voucher_accounting_sets_start_and_end(
-    db: sqlite3.Connection, vouchers: journal.VoucherSettings,
+    db: SyncConnection, vouchers: journal.VoucherSettings,
 ) -> None:
     e = journal.open_entry(db, T0, person(), "alice", vouchers=vouchers).entry
     _commit(db, journal.voucher_session_started_ops(e.id, T0 + 300))
@@ -251,7 +255,7 @@ def test_voucher_accounting_sets_start_and_end(
 
 
 def test_voucher_accounting_after_a_manual_close_changes_nothing(
-    db: sqlite3.Connection, vouchers: journal.VoucherSettings,
+    db: SyncConnection, vouchers: journal.VoucherSettings,
 ) -> None:
     e = journal.open_entry(db, T0, person(), "alice", vouchers=vouchers).entry
     journal.close_entry(db, T0 + 60, e.id, T0 + 60, "alice")
@@ -262,7 +266,7 @@ def test_voucher_accounting_after_a_manual_close_changes_nothing(
     assert dump(db) == before
 
 
-def test_purge_removes_only_entries_ended_before_the_cutoff(db: sqlite3.Connection) -> None:
+def test_purge_removes_only_entries_ended_before_the_cutoff(db: SyncConnection) -> None:
     old = journal.open_entry(db, T0, person(), "x").entry
     journal.close_entry(db, T0 + 60, old.id, T0 + 60, "x")
     journal.correct_entry(db, T0 + 60, old.id, "name", "Ерлан", "x")
@@ -277,13 +281,14 @@ def test_purge_removes_only_entries_ended_before_the_cutoff(db: sqlite3.Connecti
                       (old.id,)).fetchone() == (0,)
 
 
+@pytest.mark.sqlite_only
 def test_a_write_waits_for_the_servers_transaction(tmp_path: Path) -> None:
     path = str(tmp_path / "radiusd.db")
-    cli = connect_sync(path)
+    cli = sqlite_connect(path)
     locked = threading.Event()
 
     def server() -> None:  # the server's group commit holding the write lock a while
-        conn = connect_sync(path)
+        conn = sqlite_connect(path)
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO sessions (unique_id, nas, acct_session_id, updated_at)"
                      " VALUES ('u1', 'nas', 's1', 0)")
@@ -308,14 +313,14 @@ async def test_voucher_login_and_accounting_fill_the_entry(tmp_path: Path) -> No
     """End to end with the real server: the voucher logs in through the NAS like a
     phone login, its Start and Stop set the entry's times, and Stop kills it."""
     from radiusd.clock import ManualClock
-    from radiusd.testing.server import loopback_config, nas_for, running_server
+    from radiusd.testing.server import nas_for, running_server
 
     config = loopback_config(tmp_path, journal={"vouchers": True})
     clock = ManualClock(time.time())
     settings = journal.VoucherSettings(
         Sealer.from_config(config.otp), config.otp.length, config.otp.language)
     async with running_server(config, clock) as server:
-        conn = connect_sync(config.database.path)
+        conn = connect_sync(config.database)
         opened = journal.open_entry(conn, clock.now() - 60, person(), "alice", vouchers=settings)
         unused = journal.open_entry(conn, clock.now() - 60, person(computer="4"), "alice",
                                     vouchers=settings)

@@ -29,7 +29,7 @@ from radiusd.clock import ManualClock
 from radiusd.radius.wire import Code
 from radiusd.store import sqlite as sqlite_store
 from radiusd.store.sqlite import Store, StoreError
-from radiusd.testing.nas import SimulatedNAS
+from radiusd.testing.nas import NoReply, SimulatedNAS
 from radiusd.testing.server import eventually, loopback_config, nas_for, running_server
 
 INSERT = ("INSERT INTO sessions (unique_id, nas, acct_session_id, updated_at, class_token) "
@@ -73,6 +73,9 @@ class Nas:
         return (await self.nas.send(self.nas.status_server())).code == Code.ACCESS_ACCEPT
 
     async def accounting_answered(self) -> bool:
+        """Once the store is ok: while it fails every request is dropped (issue 12
+        item 5), and the store finds out it works again by itself (its probe)."""
+        await eventually(lambda: self.server.health.ok("store"), limit=15.0)
         start = self.nas.accounting_request("Start", user="+77011234567",
                                             session_id=self.nas.new_session_id())
         return (await self.nas.send(start)).code == Code.ACCOUNTING_RESPONSE
@@ -108,7 +111,10 @@ async def test_status_server_is_not_answered_while_the_database_is_locked(
     with write_lock(server.config.database.path):
         for _ in range(5):
             await nas.fire_start()
-        await eventually(lambda: server.stats.dropped["policy_error"] == 5)
+        dropped = server.stats.dropped
+        # The first failed commit marks the store failing; what comes after it is
+        # dropped unanswered without trying (issue 12 item 5).
+        await eventually(lambda: dropped["policy_error"] + dropped["store_failing"] == 5)
         assert not server.health.ok("store")
         await nas.status_withheld()
         await nas.status_withheld()
@@ -222,7 +228,8 @@ async def test_disk_full_stops_status_server_until_space_is_freed(
             filler = fill(disk)
             for _ in range(3):
                 await nas.fire_start()
-            await eventually(lambda: server.stats.dropped["policy_error"] == 3)
+            dropped = server.stats.dropped
+            await eventually(lambda: dropped["policy_error"] + dropped["store_failing"] == 3)
             assert "database or disk is full" in (server.health.reason("store") or "")
             await nas.status_withheld()
             filler.unlink()
@@ -231,3 +238,24 @@ async def test_disk_full_stops_status_server_until_space_is_freed(
     assert len(lines(caplog, "database or disk is full", logging.ERROR)) == 1
     assert len(lines(caplog, "store recovered")) == 1
     assert_no_traceback(caplog)
+
+
+async def test_no_request_is_answered_while_the_store_cannot_commit(
+        locking_server: Server) -> None:
+    """Issue 12 item 5: a node whose database fails answers no RADIUS request (the NAS
+    fails over) rather than rejecting users it cannot check; it answers again once the
+    store is back."""
+    server = locking_server
+    nas = Nas(server)
+    asker = nas_for(server, timeout=0.3, retries=0)
+    with write_lock(server.config.database.path):
+        await nas.fire_start()
+        await eventually(lambda: not server.health.ok("store"))
+        before = server.stats.dropped["store_failing"]
+        with pytest.raises(NoReply):
+            await asker.send(asker.access_request("+77011234567", password=""))
+        with pytest.raises(NoReply):
+            await asker.send(asker.accounting_request(
+                "Start", user="+77011234567", session_id=asker.new_session_id()))
+        assert server.stats.dropped["store_failing"] == before + 2
+    assert await nas.accounting_answered()

@@ -44,7 +44,7 @@ from radiusd.health import Health
 from radiusd.sealing import Sealer
 from radiusd.sms import SendResult, SmsProvider, mask
 from radiusd.store import outbox as kept
-from radiusd.store.sqlite import Op, Store
+from radiusd.store.backend import Backend, Op
 
 log = logging.getLogger("radiusd.sms.outbox")
 
@@ -54,7 +54,7 @@ GiveUp = Callable[[int, float], list[Op]]
 class OutboxWorker:
     """Delivers `sms_outbox` rows through one provider; see the module docstring."""
 
-    def __init__(self, store: Store, provider: SmsProvider, sealer: Sealer, clock: Clock,
+    def __init__(self, store: Backend, provider: SmsProvider, sealer: Sealer, clock: Clock,
                  max_age_seconds: float, on_give_up: GiveUp, *,
                  concurrency: int = 8, batch: int = 64, send_timeout: float = 30.0,
                  lease_seconds: float = 60.0, backoff_base: float = 2.0,
@@ -244,7 +244,7 @@ class OutboxWorker:
         return [kept.failed(row.id, why), *self.on_give_up(row.password_id, now)]
 
 
-async def start_worker(store: Store, provider: SmsProvider, sealer: Sealer, clock: Clock,
+async def start_worker(store: Backend, provider: SmsProvider, sealer: Sealer, clock: Clock,
                        max_age_seconds: float, on_give_up: GiveUp,
                        **options: Any) -> tuple[OutboxWorker, asyncio.Task[None]]:
     """Build the worker and run it as a background task (cancel the task to stop)."""

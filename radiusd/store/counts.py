@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from radiusd.store.sqlite import Store
+from radiusd.store.backend import Backend
 
 _TOTALS = "SELECT name, label, value FROM counters"
 # `state != 'expired'` makes `passwords_live` usable, the IN turns its scan into a
@@ -59,7 +59,7 @@ class Snapshot:
     sms: dict[str, int] = field(default_factory=dict)  # rows by state (Rules §6)
 
 
-async def snapshot(db: Store) -> Snapshot:
+async def snapshot(db: Backend) -> Snapshot:
     """Counters and live gauges: three reads, none of them over history."""
     kept: Counter[tuple[str, str]] = Counter()
     for name, label, value in await db.fetchall(_TOTALS, slow=True):
@@ -77,7 +77,7 @@ async def snapshot(db: Store) -> Snapshot:
     )
 
 
-async def ping(db: Store) -> None:
+async def ping(db: Backend) -> None:
     """The store answers a read (`GET /healthz`)."""
     await db.fetchone(_PING, slow=True)
 

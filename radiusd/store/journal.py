@@ -3,21 +3,21 @@
 A row of `journal` is never updated: what an entry says *now* is its row with the
 latest event for each field applied (`CURRENT`). `radiusd.journal` decides; this
 only keeps. The admin CLI's reads and writes are plain functions over a synchronous
-`sqlite3.Connection` (autocommit, as `connect_sync` makes it; writes inside
-`transaction`); the server's voucher start and end are `Op`s committed with the
-Accounting-Request that carries them, found by the entry's id (`HOT`).
+connection (`backend.SyncConnection`: SQLite's or PostgreSQL's, autocommit, as
+`backend.connect_sync` makes it; writes inside `transaction`); the server's voucher
+start and end are `Op`s committed with the Accounting-Request that carries them,
+found by the entry's id (`HOT`).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from radiusd.store.sqlite import Op
+from radiusd.store.backend import Op, SyncConnection
 
 # Fields an event may set, in export order. The row holds the first value.
 TEXT_FIELDS = ("surname", "name", "patronymic", "computer", "document_type", "document_number")
@@ -27,8 +27,12 @@ SERVER_ACTOR = "radiusd"
 
 
 def _latest(field: str) -> str:
+    # A time is cast: PostgreSQL's json_extract (pg_migrations) gives text.
+    value = "json_extract(e.detail, '$.value')"
+    if field in TIME_FIELDS:
+        value = f"CAST({value} AS DOUBLE PRECISION)"
     return (
-        f"COALESCE((SELECT json_extract(e.detail, '$.value') FROM journal_events e"
+        f"COALESCE((SELECT {value} FROM journal_events e"
         f" WHERE e.journal_id = j.id AND json_extract(e.detail, '$.field') = '{field}'"
         f" ORDER BY e.id DESC LIMIT 1), j.{field}) AS {field}"
     )
@@ -42,7 +46,7 @@ _CURRENT_COLUMNS = (
     " AND e.event = 'correct') AS corrections"
 )
 CURRENT = f"SELECT {_CURRENT_COLUMNS} FROM journal j"
-_ENTRY = f"SELECT * FROM ({CURRENT}) WHERE id = ?"
+_ENTRY = f"SELECT * FROM ({CURRENT}) AS entry WHERE id = ?"
 _FIRST_WRITTEN = "SELECT * FROM journal WHERE id = ?"
 _EVENTS = ("SELECT id, journal_id, at, actor, event, detail FROM journal_events"
            " WHERE journal_id = ? ORDER BY id")
@@ -50,19 +54,19 @@ _EVENT = ("INSERT INTO journal_events (journal_id, at, actor, event, detail)"
           " VALUES (?, ?, ?, ?, ?)")
 _OPEN = ("INSERT INTO journal (surname, name, patronymic, computer, document_type,"
          " document_number, opened_at, started_at, ended_at, voucher_login)"
-         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)")
+         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) RETURNING id")
 _LOGIN_TAKEN = ("SELECT 1 FROM passwords WHERE login = ? UNION ALL"
                 " SELECT 1 FROM journal WHERE voucher_login = ? LIMIT 1")
 # Per voucher Accounting-Start / end of its password: along `journal_events_entry`.
 _VOUCHER_STARTED = (
     "INSERT INTO journal_events (journal_id, at, actor, event, detail)"
-    " SELECT id, ?, ?, 'start', json_object('field', 'started_at', 'value', ?)"
+    " SELECT id, ?, ?, 'start', ?"
     " FROM journal WHERE id = ? AND NOT EXISTS (SELECT 1 FROM journal_events"
     " WHERE journal_id = ? AND event IN ('start', 'close'))"
 )
 _VOUCHER_ENDED = (
     "INSERT INTO journal_events (journal_id, at, actor, event, detail)"
-    " SELECT id, ?, ?, 'close', json_object('field', 'ended_at', 'value', ?)"
+    " SELECT id, ?, ?, 'close', ?"
     " FROM journal WHERE id = ? AND NOT EXISTS (SELECT 1 FROM journal_events"
     " WHERE journal_id = ? AND event = 'close')"
 )
@@ -113,7 +117,7 @@ def _entry(row: Sequence[Any]) -> Entry:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def transaction(conn: SyncConnection) -> Iterator[None]:
     """One write transaction; BEGIN IMMEDIATE waits (busy timeout) for the server.
     Anything raised inside rolls it all back: a failed command writes nothing."""
     conn.execute("BEGIN IMMEDIATE")
@@ -125,7 +129,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def run(conn: sqlite3.Connection, ops: Sequence[Op]) -> None:
+def run(conn: SyncConnection, ops: Sequence[Op]) -> None:
     """Ops (this module's, `passwords`') on the CLI's connection, in its transaction."""
     for sql, params in ops:
         conn.execute(sql, params)
@@ -136,38 +140,39 @@ def event(journal_id: int, at: float, actor: str, kind: str, detail: dict[str, A
     return (_EVENT, (journal_id, at, actor, kind, json.dumps(detail, ensure_ascii=False)))
 
 
-def open_entry(conn: sqlite3.Connection, fields: dict[str, str], at: float,
+def open_entry(conn: SyncConnection, fields: dict[str, str], at: float,
                voucher_login: str | None) -> int:
     """The entry as first written (`fields`: every one of `TEXT_FIELDS`); its id."""
-    cur = conn.execute(_OPEN, (*(fields[f] for f in TEXT_FIELDS), at, at, voucher_login))
-    return int(cur.lastrowid or 0)
+    row = conn.execute(_OPEN, (*(fields[f] for f in TEXT_FIELDS), at, at,
+                               voucher_login)).fetchone()
+    return int(row[0])
 
 
-def voucher_login_taken(conn: sqlite3.Connection, login: str) -> bool:
+def voucher_login_taken(conn: SyncConnection, login: str) -> bool:
     """Whether a password or an entry still on record has this login."""
     return conn.execute(_LOGIN_TAKEN, (login, login)).fetchone() is not None
 
 
-def entry(conn: sqlite3.Connection, entry_id: int) -> Entry | None:
+def entry(conn: SyncConnection, entry_id: int) -> Entry | None:
     """The entry as it reads now, if there is one."""
     row = conn.execute(_ENTRY, (entry_id,)).fetchone()
     return None if row is None else _entry(row)
 
 
-def first_written(conn: sqlite3.Connection, entry_id: int) -> dict[str, object] | None:
+def first_written(conn: SyncConnection, entry_id: int) -> dict[str, object] | None:
     """The entry's row as first written, column by column."""
     cur = conn.execute(_FIRST_WRITTEN, (entry_id,))
     row = cur.fetchone()
     return None if row is None else dict(zip((d[0] for d in cur.description), row, strict=True))
 
 
-def events(conn: sqlite3.Connection, entry_id: int) -> list[Event]:
+def events(conn: SyncConnection, entry_id: int) -> list[Event]:
     """Every event of an entry, oldest first."""
     rows = conn.execute(_EVENTS, (entry_id,))
     return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 
 
-def entries(conn: sqlite3.Connection, since: float | None, until: float | None,
+def entries(conn: SyncConnection, since: float | None, until: float | None,
             open_only: bool, chunk: int) -> Iterator[Entry]:
     """Entries online at some moment of [since, until) (open ones only with
     `open_only`), oldest first, `chunk` per query along `journal_span`'s start index.
@@ -214,17 +219,27 @@ def entries(conn: sqlite3.Connection, since: float | None, until: float | None,
 
 def voucher_started(journal_id: int, at: float) -> Op:
     """The entry starts at `at`: only the first Start counts, and not once it is closed."""
-    return (_VOUCHER_STARTED, (at, SERVER_ACTOR, at, journal_id, journal_id))
+    return (_VOUCHER_STARTED, (at, SERVER_ACTOR, _detail("started_at", at), journal_id,
+                               journal_id))
 
 
 def voucher_ended(journal_id: int, at: float) -> Op:
     """The entry ends at `at` unless it is already closed (by hand or a first Stop)."""
-    return (_VOUCHER_ENDED, (at, SERVER_ACTOR, at, journal_id, journal_id))
+    return (_VOUCHER_ENDED, (at, SERVER_ACTOR, _detail("ended_at", at), journal_id,
+                             journal_id))
+
+
+def _detail(field: str, at: float) -> str:
+    """An event's detail as the journal keeps it (built here, not by SQLite's
+    json_object, so the statement runs on PostgreSQL too)."""
+    return json.dumps({"field": field, "value": at})
 
 
 # Per voucher Accounting-Start, and per end of a voucher's password (Stop, NAS
 # reboot, reaper, lifetime).
 HOT: list[tuple[str, str, tuple[Any, ...]]] = [
-    ("journal.voucher_started", _VOUCHER_STARTED, (0.0, SERVER_ACTOR, 0.0, 1, 1)),
-    ("journal.voucher_ended", _VOUCHER_ENDED, (0.0, SERVER_ACTOR, 0.0, 1, 1)),
+    ("journal.voucher_started", _VOUCHER_STARTED,
+     (0.0, SERVER_ACTOR, _detail("started_at", 0.0), 1, 1)),
+    ("journal.voucher_ended", _VOUCHER_ENDED,
+     (0.0, SERVER_ACTOR, _detail("ended_at", 0.0), 1, 1)),
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from radiusd.store.sqlite import Op, Store
+from radiusd.store.backend import Backend, Op
 
 # Queued rows due now, oldest due first, with their password's state (a password that
 # died before its SMS left makes the SMS useless: `cancel`).
@@ -63,10 +63,12 @@ UPDATE sms_outbox SET state = 'queued', next_attempt_at = ?, last_error = ? WHER
 """
 _FAILED = "UPDATE sms_outbox SET state = 'failed', last_error = ? WHERE id = ?"
 # A receipt names one part: the row whose whole reference it is, or the row one of
-# whose parts it is. Two index searches (SQLite: MULTI-INDEX OR).
+# whose parts it is. Two index searches, as a UNION of ids (PostgreSQL plans an OR
+# with a subquery as a walk of the table; SQLite does either as MULTI-INDEX OR).
 _RECEIPT = """
 UPDATE sms_outbox SET delivery_state = ?, delivered_at = ?
-WHERE provider_ref = ? OR id IN (SELECT sms_id FROM sms_parts WHERE ref = ?)
+WHERE id IN (SELECT id FROM sms_outbox WHERE provider_ref = ?
+             UNION SELECT sms_id FROM sms_parts WHERE ref = ?)
 """
 
 
@@ -91,23 +93,23 @@ class Abandoned(NamedTuple):
     attempts: int
 
 
-async def due(db: Store, now: float, limit: int) -> list[DueSms]:
+async def due(db: Backend, now: float, limit: int) -> list[DueSms]:
     """Queued SMS due at `now`, soonest first, at most `limit`."""
     return [DueSms(*r) for r in await db.fetchall(_DUE, (now, limit), slow=True)]
 
 
-async def abandoned(db: Store, now: float) -> list[Abandoned]:
+async def abandoned(db: Backend, now: float) -> list[Abandoned]:
     """SMS left in 'sending' whose lease ended before `now` (a process died)."""
     return [Abandoned(*r) for r in await db.fetchall(_ABANDONED, (now,), slow=True)]
 
 
-async def next_due(db: Store) -> float | None:
+async def next_due(db: Backend) -> float | None:
     """When the next queued SMS is due or the next lease runs out; None: nothing live."""
     row = await db.fetchone(_NEXT_DUE, slow=True)
     return None if row is None or row[0] is None else float(row[0])
 
 
-async def oldest_queued(db: Store) -> float | None:
+async def oldest_queued(db: Backend) -> float | None:
     """When the oldest SMS still queued was created; None: none is queued."""
     row = await db.fetchone(_OLDEST_QUEUED, slow=True)
     return None if row is None or row[0] is None else float(row[0])

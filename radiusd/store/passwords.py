@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from radiusd.store.sqlite import Op, Store
+from radiusd.store.backend import Backend, Op
 
 _COLUMNS = (
     "id, login, kind, state, secret, language, issued_at, unclaimed_until, claimed_at, "
@@ -90,18 +90,18 @@ def _row(r: Any) -> PasswordRow:
     return PasswordRow(*(r[i] for i in range(17)))
 
 
-async def live(db: Store) -> list[PasswordRow]:
+async def live(db: Backend) -> list[PasswordRow]:
     """Every password not expired (start-up): read along `passwords_live`."""
     return [_row(r) for r in await db.fetchall(_LIVE)]
 
 
-async def live_voucher(db: Store, login: str) -> list[PasswordRow]:
+async def live_voucher(db: Backend, login: str) -> list[PasswordRow]:
     """The live voucher(s) of `login` (Rules §10): `radiusd journal` makes and closes
     them in another process, so the server asks the database."""
     return [_row(r) for r in await db.fetchall(_LIVE_VOUCHER, (login,))]
 
 
-async def issued_since(db: Store, since: float) -> list[Issue]:
+async def issued_since(db: Backend, since: float) -> list[Issue]:
     """Phone passwords issued after `since`, oldest first (start-up: the last day's
     limits, and each number's newest code for Rules §9). Bounded by the window, not
     by history: `passwords_issued`."""

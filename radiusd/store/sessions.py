@@ -8,11 +8,10 @@ never by walking history (issue 18): `HOT` lists them for the plan test.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from radiusd.store.sqlite import Op, Store
+from radiusd.store.backend import Backend, Op, SyncConnection
 
 _RECORD = """
 INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
@@ -20,19 +19,25 @@ INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_i
     input_packets, output_packets, terminate_cause, class_token)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(unique_id) DO UPDATE SET
-    login = COALESCE(excluded.login, login),
-    device = COALESCE(excluded.device, device),
-    framed_ip = COALESCE(excluded.framed_ip, framed_ip),
-    started_at = COALESCE(started_at, excluded.started_at),
-    updated_at = MAX(updated_at, excluded.updated_at),
-    stopped_at = COALESCE(stopped_at, excluded.stopped_at),
-    session_time = MAX(session_time, excluded.session_time),
-    input_octets = MAX(input_octets, excluded.input_octets),
-    output_octets = MAX(output_octets, excluded.output_octets),
-    input_packets = MAX(input_packets, excluded.input_packets),
-    output_packets = MAX(output_packets, excluded.output_packets),
-    terminate_cause = COALESCE(terminate_cause, excluded.terminate_cause),
-    class_token = COALESCE(class_token, excluded.class_token)
+    login = COALESCE(excluded.login, sessions.login),
+    device = COALESCE(excluded.device, sessions.device),
+    framed_ip = COALESCE(excluded.framed_ip, sessions.framed_ip),
+    started_at = COALESCE(sessions.started_at, excluded.started_at),
+    updated_at = CASE WHEN excluded.updated_at > sessions.updated_at
+        THEN excluded.updated_at ELSE sessions.updated_at END,
+    stopped_at = COALESCE(sessions.stopped_at, excluded.stopped_at),
+    session_time = CASE WHEN excluded.session_time > sessions.session_time
+        THEN excluded.session_time ELSE sessions.session_time END,
+    input_octets = CASE WHEN excluded.input_octets > sessions.input_octets
+        THEN excluded.input_octets ELSE sessions.input_octets END,
+    output_octets = CASE WHEN excluded.output_octets > sessions.output_octets
+        THEN excluded.output_octets ELSE sessions.output_octets END,
+    input_packets = CASE WHEN excluded.input_packets > sessions.input_packets
+        THEN excluded.input_packets ELSE sessions.input_packets END,
+    output_packets = CASE WHEN excluded.output_packets > sessions.output_packets
+        THEN excluded.output_packets ELSE sessions.output_packets END,
+    terminate_cause = COALESCE(sessions.terminate_cause, excluded.terminate_cause),
+    class_token = COALESCE(sessions.class_token, excluded.class_token)
 """
 _RETIRE = """
 UPDATE sessions SET unique_id = unique_id || '/' || id
@@ -72,7 +77,8 @@ def record(*, unique_id: str, login: str | None, device: str | None, nas: str,
            session_time: int, input_octets: int, output_octets: int, input_packets: int,
            output_packets: int, terminate_cause: str | None, class_token: str | None) -> Op:
     """Start, Interim-Update or Stop (RFC 2866): open or refresh the row. Counters only
-    grow, a stop time once set stays, so retransmissions and reordering change nothing."""
+    grow, a stop time once set stays, so retransmissions and reordering change nothing.
+    (The larger of two values is a CASE: scalar MAX(a, b) is SQLite's only.)"""
     return (_RECORD, (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
                       started_at, updated_at, stopped_at, session_time, input_octets,
                       output_octets, input_packets, output_packets, terminate_cause,
@@ -100,13 +106,13 @@ def close_nas(nas: str, nas_address: str, at: float, now: float, cause: str) -> 
     return (_CLOSE_NAS, (at, now, cause, nas, nas_address))
 
 
-async def open_session(db: Store, unique_id: str) -> OpenSession | None:
+async def open_session(db: Backend, unique_id: str) -> OpenSession | None:
     """The open session with this id, if any (the lost-Stop check of a Start)."""
     r = await db.fetchone(_OPEN, (unique_id,))
     return None if r is None else OpenSession(r[0], r[1], r[2], r[3])
 
 
-async def stale(db: Store, before: float) -> list[OpenSession]:
+async def stale(db: Backend, before: float) -> list[OpenSession]:
     """Open sessions last updated before `before` (the reaper, DESIGN flow 5)."""
     rows = await db.fetchall(_STALE, (before,), slow=True)
     return [OpenSession(r[0], r[1], r[2], r[3]) for r in rows]
@@ -156,7 +162,7 @@ class ExportedSession(NamedTuple):
     terminate_cause: str | None
 
 
-def exported(conn: sqlite3.Connection, since: float | None, until: float | None,
+def exported(conn: SyncConnection, since: float | None, until: float | None,
              chunk: int) -> Iterator[ExportedSession]:
     """Sessions online at some moment of [since, until), oldest first. A session that
     stopped at or after `since` began at most the longest closed session before it

@@ -8,6 +8,7 @@ Like aiosmtpd's Controller: the same `Server` as `radiusd serve`, bound to
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,10 @@ from radiusd.app import Server
 from radiusd.clock import Clock
 from radiusd.config import Config
 from radiusd.testing.nas import SimulatedNAS
+
+# Set by the test suite to run the same tests against PostgreSQL (tests/conftest.py):
+# the database every loopback config names unless the test names its own.
+DATABASE_URL_ENV = "RADIUSD_TEST_DATABASE_URL"
 
 
 def loopback_config(tmp: Path, ipv6: bool = False, **sections: dict[str, Any]) -> Config:
@@ -39,6 +44,10 @@ def loopback_config(tmp: Path, ipv6: bool = False, **sections: dict[str, Any]) -
             data[name] = merged
         else:
             data[name] = value
+    url = os.environ.get(DATABASE_URL_ENV)
+    if url and data["database"].get("path") == str(tmp / "radiusd.db"):
+        data["database"] = {k: v for k, v in data["database"].items() if k != "path"}
+        data["database"]["url"] = url
     return Config.model_validate(data)
 
 
