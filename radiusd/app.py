@@ -49,8 +49,11 @@ _SKIPPABLE = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
 
 
 class Server:
-    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None, worker: int = 0) -> None:
         self.config = config
+        # Which of `[server] workers` this is (radiusd.workers): all answer RADIUS and
+        # send SMS; the first also serves HTTP and runs the reaper.
+        self.worker = worker
         self.clock = clock or SystemClock()
         self.stats = Stats()
         self.health = Health()  # store, sms: what Status-Server and /healthz say
@@ -93,7 +96,8 @@ class Server:
         self.accounting = AccountingPolicy(self.store, self.session_end, self._login_of)
         self.dispatcher = Dispatcher(self.auth, self.accounting, self.clock, self.health)
         self.reaper = Reaper(cfg, self.book, self.session_end, self.store, self.clock)
-        self.background.append(asyncio.create_task(self.reaper.run(), name="reaper"))
+        if self.worker == 0:
+            self.background.append(asyncio.create_task(self.reaper.run(), name="reaper"))
         try:
             self._bind("auth", cfg.server.auth_listen)
             self._bind("acct", cfg.server.acct_listen)
@@ -108,7 +112,8 @@ class Server:
         self._log_startup()
         from radiusd.http import start_http
 
-        self.http = await start_http(self)  # None when [http] listen is empty
+        # None when [http] listen is empty, and in every worker but the first.
+        self.http = await start_http(self) if self.worker == 0 else None
 
     def _login_of(self, name: str) -> str:
         """Accounting's User-Name as the login it was at Access-Request (E.164)."""
@@ -153,7 +158,7 @@ class Server:
         errors: list[str] = []
         for listen in addresses:
             try:
-                sock = open_socket(listen)
+                sock = open_socket(listen, reuse_port=self.config.server.workers > 1)
             except OSError as e:
                 if e.errno in _SKIPPABLE:
                     errors.append(f"{listen}: {e.strerror}")
@@ -224,7 +229,7 @@ class Server:
         await self.stop()
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, worker: int = 0) -> int:
     """Run until SIGTERM or SIGINT; return the exit status."""
     # Handlers first: a signal that arrives while starting is a stop once started.
     stop = asyncio.Event()
@@ -232,7 +237,7 @@ async def serve(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     raise_open_file_limit()
-    server = Server(config)
+    server = Server(config, worker=worker)
     try:
         await server.start()
     except OSError as e:
@@ -281,7 +286,7 @@ def _settle_memory(config: Config) -> None:
     gc.freeze()
 
 
-def run(config: Config) -> int:
+def run(config: Config, worker: int = 0) -> int:
     """Run `serve` on uvloop when installed. Not asyncio.run: its Runner turns SIGINT
     into KeyboardInterrupt, and SIGINT must be the same clean stop as SIGTERM."""
     loop: asyncio.AbstractEventLoop
@@ -293,7 +298,7 @@ def run(config: Config) -> int:
         loop = asyncio.new_event_loop()
     try:
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(serve(config))
+        return loop.run_until_complete(serve(config, worker))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

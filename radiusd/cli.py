@@ -36,6 +36,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from radiusd.app import run
 
     config = load_config(args)
+    if config.server.workers > 1:  # processes sharing the ports (radiusd.workers)
+        from radiusd.workers import supervise
+
+        return supervise(config.server.workers, lambda worker: run(config, worker))
     return run(config)
 
 

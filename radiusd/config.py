@@ -66,6 +66,10 @@ class ServerConfig(_Section):
     # ("queue_timeout"): the NAS has retransmitted or failed over by then, and an answer
     # after its timeout is useless (RouterOS waits 300 ms by default).
     max_queue_ms: int = Field(default=200, ge=1, le=60_000)
+    # Processes of this server on this box, sharing the listen ports (SO_REUSEPORT;
+    # radiusd.workers). More than 1 needs [database] url: the workers share nothing but
+    # the database, and only PostgreSQL takes writes from several processes at once.
+    workers: int = Field(default=1, ge=1, le=256)
 
     @field_validator("auth_listen", "acct_listen")
     @classmethod
@@ -423,6 +427,15 @@ class Config(_Section):
 
         out += key_warnings(self.otp, self.database.path)
         return out
+
+    @model_validator(mode="after")
+    def _workers_need_postgresql(self) -> Config:
+        if self.server.workers > 1 and self.database.url is None:
+            raise ValueError(
+                f"server.workers = {self.server.workers} needs [database] url (PostgreSQL): "
+                "several processes share nothing but the database, and SQLite takes "
+                "writes from one process at a time; keep workers = 1 with a SQLite path")
+        return self
 
     @model_validator(mode="after")
     def _client_names_unique(self) -> Config:
