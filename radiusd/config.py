@@ -16,11 +16,16 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 DEFAULT_SECRET = "testing123"  # what FreeRADIUS ships for localhost; trials only
+# A client's secret: at least this many characters, never a known placeholder (issue 14).
+MIN_SECRET_LENGTH = 16
+PLACEHOLDER_SECRETS = frozenset({"change-me-to-a-long-random-string"})
+_MAKE_SECRET = "make one with: openssl rand -base64 24"
 
 
 class ConfigError(Exception):
@@ -164,9 +169,26 @@ class ClientConfig(_Section):
 
     @field_validator("secret")
     @classmethod
-    def _secret_ok(cls, v: str) -> str:
+    def _secret_ok(cls, v: str, info: ValidationInfo) -> str:
+        """RFC 2865 §3: the secret should be at least as long as a hash (16 octets)
+        and not guessable; a short or well-known one lets anyone on the path forge
+        replies and read passwords offline."""
         if len(v.encode()) > 128:
             raise ValueError("a shared secret longer than 128 octets is not interoperable")
+        address, name = info.data.get("address"), info.data.get("name")
+        who = f"client {name!r}: " if name else ""
+        if v in PLACEHOLDER_SECRETS:
+            raise ValueError(f"{who}{v!r} is the example file's placeholder; {_MAKE_SECRET}")
+        if v == DEFAULT_SECRET:
+            items = [address] if isinstance(address, str) else address
+            if items is None or all(
+                    ipaddress.ip_network(item, strict=False).is_loopback for item in items):
+                return v  # FreeRADIUS's localhost default: trials on this machine only
+            raise ValueError(f"{who}{v!r} is FreeRADIUS's well-known default, allowed "
+                             f"for loopback addresses only; {_MAKE_SECRET}")
+        if len(v) < MIN_SECRET_LENGTH:
+            raise ValueError(f"{who}too short ({len(v)} characters, at least "
+                             f"{MIN_SECRET_LENGTH}); {_MAKE_SECRET}")
         return v
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

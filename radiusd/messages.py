@@ -13,17 +13,17 @@ Language = Literal["kk", "ru", "en"]
 
 TEXTS: dict[str, dict[str, str]] = {
     "sms_sent": {
-        "kk": "Құпиясөз SMS арқылы {phone} нөміріне жіберілді",
+        "kk": "Пароль SMS арқылы {phone} нөміріне жіберілді",
         "ru": "Пароль отправлен по SMS на {phone}",
         "en": "Password sent by SMS to {phone}",
     },
     "sms_text": {
-        "kk": "Wi-Fi құпиясөзі: {code}",
+        "kk": "Wi-Fi паролі: {code}",
         "ru": "Пароль Wi-Fi: {code}",
         "en": "Wi-Fi password: {code}",
     },
     "enter_code": {
-        "kk": "SMS-тегі құпиясөзді енгізіңіз",
+        "kk": "SMS-тегі парольді енгізіңіз",
         "ru": "Введите пароль из SMS",
         "en": "Enter the password from the SMS",
     },
@@ -43,7 +43,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Only mobile numbers can receive a password",
     },
     "region_not_allowed": {
-        "kk": "Бұл елдің нөмірлеріне құпиясөз жіберілмейді",
+        "kk": "Бұл елдің нөмірлеріне пароль жіберілмейді",
         "ru": "На номера этой страны пароль не отправляется",
         "en": "Passwords are not sent to numbers of this country",
     },
@@ -53,12 +53,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Log in with your phone number",
     },
     "resend_wait": {
-        "kk": "Жаңа құпиясөзді {seconds} секундтан кейін сұраңыз",
+        "kk": "Жаңа парольді {seconds} секундтан кейін сұраңыз",
         "ru": "Новый пароль можно запросить через {seconds} с",
         "en": "You can ask for a new password in {seconds} s",
     },
     "number_limit": {
-        "kk": "Бұл нөмірге құпиясөз тым жиі сұралды. Кейінірек көріңіз",
+        "kk": "Бұл нөмірге пароль тым жиі сұралды. Кейінірек көріңіз",
         "ru": "Слишком много запросов пароля на этот номер. Попробуйте позже",
         "en": "Too many passwords for this number. Try again later",
     },
@@ -78,29 +78,29 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "SMS login is not available here today. Please ask the staff",
     },
     "device_guess_limit": {
-        "kk": "Бұл құрылғыдан қате құпиясөз тым көп. {minutes} минуттан кейін көріңіз",
+        "kk": "Бұл құрылғыдан қате пароль тым көп. {minutes} минуттан кейін көріңіз",
         "ru": "Слишком много неверных паролей с этого устройства. Попробуйте через "
               "{minutes} мин",
         "en": "Too many wrong passwords from this device. Try again in {minutes} min",
     },
     "nas_guess_limit": {
-        "kk": "Бұл кіру нүктесінде қате құпиясөз тым көп. {minutes} минуттан кейін көріңіз",
+        "kk": "Бұл кіру нүктесінде қате пароль тым көп. {minutes} минуттан кейін көріңіз",
         "ru": "Слишком много неверных паролей на этой точке доступа. Попробуйте через "
               "{minutes} мин",
         "en": "Too many wrong passwords at this access point. Try again in {minutes} min",
     },
     "wrong_password": {
-        "kk": "Құпиясөз қате",
+        "kk": "Пароль қате",
         "ru": "Неверный пароль",
         "en": "Wrong password",
     },
     "password_expired": {
-        "kk": "Құпиясөз жарамсыз. «Құпиясөз алу» батырмасын басыңыз",
+        "kk": "Пароль жарамсыз. «Парольды алу» батырмасын басыңыз",
         "ru": "Пароль недействителен. Нажмите «Получить пароль»",
         "en": "This password is no longer valid. Press \"Get password\"",
     },
     "too_many_attempts": {
-        "kk": "Қате әрекеттер тым көп. Жаңа құпиясөз сұраңыз",
+        "kk": "Қате әрекеттер тым көп. Жаңа пароль сұраңыз",
         "ru": "Слишком много неверных попыток. Запросите новый пароль",
         "en": "Too many wrong tries. Ask for a new password",
     },

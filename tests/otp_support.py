@@ -128,7 +128,7 @@ async def request_code(server: Server, nas: SimulatedNAS, user: str = TYPED,
                        phone: str = PHONE, mac: str = MAC) -> str:
     answer = await get_password(nas, user, mac=mac)
     assert answer.code == REJECT, reply_message(answer)
-    assert reply_message(answer).startswith(("Password sent", "Пароль отправлен", "Құпиясөз SMS"))
+    assert reply_message(answer).startswith(("Password sent", "Пароль отправлен", "Пароль SMS"))
     return await sms_code(server, phone)
 
 

@@ -406,14 +406,14 @@ async def test_the_queue_sends_every_target_and_records_each_result() -> None:
 def test_destination_is_coa_address_else_nas_ip_address_else_the_source() -> None:
     def route(**kw: object) -> CoaRoute:
         return CoaRoute.from_config(ClientConfig(name="c", address="10.0.0.0/24",
-                                                 secret="s", **kw))  # type: ignore[arg-type]
+                                                 secret="sixteen-chars-ok", **kw))  # type: ignore[arg-type]
 
     by_source = SessionTarget(client="c", nas_source="10.0.0.9")
     assert route().destination(TARGET) == ("127.0.0.1", 3799)
     assert route().destination(by_source) == ("10.0.0.9", 3799)
     assert route(coa_address="192.0.2.1", coa_port=1700).destination(TARGET) == \
         ("192.0.2.1", 1700)
-    assert route().secret == b"s" and route(coa_secret="t").secret == b"t"
+    assert route().secret == b"sixteen-chars-ok" and route(coa_secret="t").secret == b"t"
     assert not route().enabled and route(coa="disconnect").enabled
 
 
@@ -426,7 +426,8 @@ def test_destination_is_coa_address_else_nas_ip_address_else_the_source() -> Non
 ])
 def test_bad_coa_keys_are_named(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "radiusd.toml"
-    path.write_text(f'[[clients]]\nname = "a"\naddress = "10.0.0.1"\nsecret = "x"\n{line}\n')
+    path.write_text(f'[[clients]]\nname = "a"\naddress = "10.0.0.1"\n'
+                    f'secret = "sixteen-chars-ok"\n{line}\n')
     with pytest.raises(ConfigError) as e:
         load(path)
     assert f"{path}: {message}" in str(e.value)
@@ -434,7 +435,7 @@ def test_bad_coa_keys_are_named(tmp_path: Path, line: str, message: str) -> None
 
 def test_coa_defaults_are_off_port_3799_and_the_client_secret(tmp_path: Path) -> None:
     path = tmp_path / "radiusd.toml"
-    path.write_text('[[clients]]\nname = "a"\naddress = "10.0.0.1"\nsecret = "x"\n')
+    path.write_text('[[clients]]\nname = "a"\naddress = "10.0.0.1"\nsecret = "sixteen-chars-ok"\n')
     (c,) = load(path).clients
     assert (c.coa, c.coa_address, c.coa_port, c.coa_secret) == ("off", None, 3799, None)
 
@@ -442,9 +443,10 @@ def test_coa_defaults_are_off_port_3799_and_the_client_secret(tmp_path: Path) ->
 def test_check_config_says_where_disconnect_requests_go(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "radiusd.toml"
-    path.write_text('[[clients]]\nname = "a"\naddress = "10.0.0.1"\nsecret = "x"\n'
+    path.write_text('[[clients]]\nname = "a"\naddress = "10.0.0.1"\nsecret = "sixteen-chars-ok"\n'
                     'coa = "disconnect"\ncoa_address = "10.0.0.2"\ncoa_port = 1700\n'
-                    '[[clients]]\nname = "b"\naddress = "10.0.1.1"\nsecret = "y"\n')
+                    '[[clients]]\nname = "b"\naddress = "10.0.1.1"\n'
+                    'secret = "sixteen-chars-ok-b"\n')
     assert main(["check-config", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert "    Disconnect-Request to 10.0.0.2 port 1700\n" in out
@@ -452,7 +454,8 @@ def test_check_config_says_where_disconnect_requests_go(
 
 
 def test_an_unusable_nas_ip_address_falls_back_to_the_source() -> None:
-    route = CoaRoute.from_config(ClientConfig(name="c", address="10.0.0.0/24", secret="s"))
+    route = CoaRoute.from_config(ClientConfig(name="c", address="10.0.0.0/24",
+                                              secret="sixteen-chars-ok"))
     for bad in ("0.0.0.0", "224.0.0.1", "not-an-ip"):
         t = SessionTarget(client="c", nas_source="10.0.0.9", nas_ip_address=bad)
         assert route.destination(t) == ("10.0.0.9", 3799)

@@ -182,7 +182,7 @@ async def test_freeradius_nak_carries_error_cause_503(freeradius: FreeRadius) ->
 
 async def test_freeradius_drops_a_request_signed_with_another_secret(
         freeradius: FreeRadius) -> None:
-    result = await disconnect(freeradius, "+77011234568", secret="not-the-secret")
+    result = await disconnect(freeradius, "+77011234568", secret="not-the-secret-either")
     assert result.outcome == "timeout"
     assert "invalid Message-Authenticator" in freeradius.text()
 

@@ -1,9 +1,11 @@
 """docker-compose.yml and Dockerfile: shape checks (no Docker daemon here).
 
 What `docker compose up --build` needs from this repository: a `radiusd` service built
-from the Dockerfile, the config mounted read-only and the data on a volume, 1812/udp and
-1813/udp published, a restart policy; a Dockerfile whose COPY sources exist and are not
-hidden by .dockerignore, and whose entry point is the `radiusd` console script.
+from the Dockerfile, the config mounted read-only (a missing file an error, not a new
+directory) and the data on a volume, 1812/udp, 1813/udp and the HTTP port published, a
+restart policy that gives up on a config error, TZ settable; a Dockerfile whose COPY
+sources exist and are not hidden by .dockerignore, and whose entry point checks the
+config and execs the `radiusd` console script. tests/test_docker.py builds and runs it.
 """
 
 from __future__ import annotations
@@ -129,17 +131,21 @@ def test_service_is_built_from_the_dockerfile(service: dict) -> None:
     assert (ROOT / context / dockerfile).resolve() == DOCKERFILE
 
 
-def test_udp_ports_published(service: dict) -> None:
+def test_radius_and_http_ports_published(service: dict) -> None:
     specs = port_specs(service["ports"])
     assert "1812:1812/udp" in specs
     assert "1813:1813/udp" in specs
-    assert not any(s.endswith("/tcp") for s in specs), "RADIUS is UDP; nothing to publish on TCP"
+    assert "8080:8080/tcp" in specs  # portal, API, /healthz
+    exposed = " ".join(instruction("EXPOSE")).split()
+    assert {s.split(":")[-1] for s in specs} == set(exposed)
 
 
 def test_config_mounted_read_only_and_data_on_a_volume(compose: dict, service: dict) -> None:
     volumes = [str(v) if not isinstance(v, dict) else f"{v['source']}:{v['target']}"
                + (":ro" if v.get("read_only") else "") for v in service["volumes"]]
     assert "./radiusd.toml:/etc/radiusd/radiusd.toml:ro" in volumes
+    (config,) = [v for v in service["volumes"] if isinstance(v, dict)]
+    assert config["bind"]["create_host_path"] is False  # missing: an error, not a directory
     data = [v for v in volumes if v.split(":")[1] == "/data"]
     assert data, "no volume for /data (the SQLite database)"
     name = data[0].split(":")[0]
@@ -150,12 +156,15 @@ def test_config_mounted_read_only_and_data_on_a_volume(compose: dict, service: d
 def test_config_path_matches_the_dockerfile_cmd(service: dict) -> None:
     cmd = json.loads(instruction("CMD")[-1])
     config = cmd[cmd.index("-c") + 1]
-    targets = [str(v).split(":")[1] for v in service["volumes"] if not isinstance(v, dict)]
+    targets = [v["target"] if isinstance(v, dict) else str(v).split(":")[1]
+               for v in service["volumes"]]
     assert config in targets, f"CMD reads {config}, which no volume provides"
 
 
-def test_restart_and_graceful_stop(service: dict) -> None:
-    assert service["restart"] == "unless-stopped"
+def test_restart_gives_up_on_a_config_error_and_stops_gracefully(service: dict) -> None:
+    m = re.fullmatch(r"on-failure:(\d+)", service["restart"])
+    assert m and 1 <= int(m.group(1)) <= 10, "a config error must not restart forever"
+    assert "exit 78" in (ROOT / "docker" / "entrypoint.sh").read_text()
     assert service.get("stop_signal", "SIGTERM") == "SIGTERM"
     grace = str(service.get("stop_grace_period", "10s"))
     m = re.fullmatch(r"(\d+)s", grace)
@@ -165,11 +174,21 @@ def test_restart_and_graceful_stop(service: dict) -> None:
 # -- Dockerfile ------------------------------------------------------------------------
 
 
+def test_time_zone_is_settable(service: dict) -> None:
+    assert service["environment"]["TZ"].startswith("${TZ")
+    assert "TZ=UTC" in " ".join(instruction("ENV"))
+    assert "tzdata" in " ".join(instruction("RUN"))
+
+
 def test_dockerfile_base_expose_entrypoint_cmd() -> None:
-    assert instruction("FROM")[0].startswith("python:3.11-slim")
+    assert instruction("ARG")[0] == "BASE=python:3.11-slim"  # tests pass another BASE
+    assert instruction("FROM")[0] == "${BASE}"
     exposed = " ".join(instruction("EXPOSE")).split()
-    assert "1812/udp" in exposed and "1813/udp" in exposed
-    assert json.loads(instruction("ENTRYPOINT")[-1]) == ["radiusd"]
+    assert "1812/udp" in exposed and "1813/udp" in exposed and "8080/tcp" in exposed
+    assert json.loads(instruction("ENTRYPOINT")[-1]) == ["radiusd-entrypoint"]
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
+    assert entrypoint.rstrip().endswith('exec radiusd "$@"')  # radiusd is PID 1
+    assert "radiusd-healthcheck" in instruction("HEALTHCHECK")[0]
     assert json.loads(instruction("CMD")[-1]) == ["serve", "-c", "/etc/radiusd/radiusd.toml"]
     assert instruction("WORKDIR")[-1] == "/data"
 

@@ -53,8 +53,10 @@ def test_check_config_prefixes_every_error_line_and_exits_1(
 
 def test_check_config_warns_about_host_bits_and_shadowed_networks(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, '[[clients]]\nname = "a"\naddress = "10.0.0.1/24"\nsecret = "x"\n'
-                           '[[clients]]\nname = "b"\naddress = "10.0.0.0/24"\nsecret = "y"\n')
+    path = write(tmp_path, '[[clients]]\nname = "a"\naddress = "10.0.0.1/24"\n'
+                           'secret = "sixteen-chars-ok"\n'
+                           '[[clients]]\nname = "b"\naddress = "10.0.0.0/24"\n'
+                           'secret = "sixteen-chars-ok-b"\n')
     assert main(["check-config", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert "warning: clients (a): address '10.0.0.1/24' has host bits set; it trusts the " \

@@ -91,7 +91,8 @@ async def test_one_client_ip_is_limited_across_numbers(http: tuple[Server, HttpH
                                                        clock: ManualClock) -> None:
     server, handle = http
     # A caller that is not one of our NAS (a NAS's NAT gets NAS_FACTOR times more).
-    server.clients = ClientTable([ClientConfig(name="far", address="192.0.2.1", secret="s")])
+    server.clients = ClientTable([ClientConfig(name="far", address="192.0.2.1",
+                                               secret="sixteen-chars-ok")])
     for n in range(3):
         assert (await _post(handle, {"phone": f"8 701 234 56 7{n}"}))[0] == 202
     status, body, r = await _post(handle, {"phone": "8 701 234 56 79"})

@@ -207,7 +207,8 @@ async def test_request_from_unknown_address_is_silently_discarded_and_counted(
 def test_unknown_address_is_logged_again_after_a_minute(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clients = ClientTable([ClientConfig(name="nas", address="10.0.0.0/24", secret="s")])
+    clients = ClientTable([ClientConfig(name="nas", address="10.0.0.0/24",
+                                        secret="sixteen-chars-ok")])
     ep = Endpoint("auth", clients, DuplicateCache(5.0), default_codec(), Stats())
     datagram = header(Code.ACCESS_REQUEST, 20)
     caplog.set_level(logging.WARNING, logger="radiusd.radius")

@@ -207,7 +207,7 @@ acct_listen = ["127.0.0.1:1813"]
 [[clients]]
 name = "hotspot-1"
 address = "10.0.0.0/24"
-secret = "abc"
+secret = "abc-sixteen-chars-ok"
 """
 
 

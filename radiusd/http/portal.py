@@ -43,8 +43,8 @@ from radiusd.http.language import LANGUAGES, pick_language
 UI: dict[str, dict[str, str]] = {
     "title": {"kk": "Wi-Fi желісіне кіру", "ru": "Вход в Wi-Fi", "en": "Wi-Fi login"},
     "intro": {
-        "kk": "Ұялы телефон нөмірін енгізіп, «Құпиясөз алу» батырмасын басыңыз, "
-              "содан кейін SMS-тегі құпиясөзді енгізіңіз.",
+        "kk": "Ұялы телефон нөмірін енгізіп, «Парольды алу» батырмасын басыңыз, "
+              "содан кейін SMS-тегі парольді енгізіңіз.",
         "ru": "Введите номер мобильного телефона, нажмите «Получить пароль» и введите "
               "пароль из SMS.",
         "en": "Enter your mobile number, press \u201cGet password\u201d, then type the "
@@ -54,8 +54,8 @@ UI: dict[str, dict[str, str]] = {
               "en": "Login (mobile number)"},
     "hint": {"kk": "Мысалы: 8 701 234 56 78", "ru": "Пример: 8 701 234 56 78",
              "en": "Example: 8 701 234 56 78"},
-    "get": {"kk": "Құпиясөз алу", "ru": "Получить пароль", "en": "Get password"},
-    "password": {"kk": "Құпиясөз (SMS-тен)", "ru": "Пароль (из SMS)",
+    "get": {"kk": "Парольды алу", "ru": "Получить пароль", "en": "Get password"},
+    "password": {"kk": "Пароль (SMS-тен)", "ru": "Пароль (из SMS)",
                  "en": "Password (from the SMS)"},
     "submit": {"kk": "Кіру", "ru": "Войти", "en": "Log in"},
     "language": {"kk": "Тіл", "ru": "Язык", "en": "Language"},
@@ -66,7 +66,7 @@ UI: dict[str, dict[str, str]] = {
     "need_phone": {"kk": "Ұялы телефон нөмірін енгізіңіз",
                    "ru": "Введите номер мобильного телефона",
                    "en": "Enter your mobile phone number"},
-    "need_code": {"kk": "SMS-тегі құпиясөзді енгізіңіз", "ru": "Введите пароль из SMS",
+    "need_code": {"kk": "SMS-тегі парольді енгізіңіз", "ru": "Введите пароль из SMS",
                   "en": "Enter the password from the SMS"},
     "no_controller": {
         "kk": "Кіру үшін бұл бетті Wi-Fi желісінің кіру бетінен ашыңыз.",

@@ -32,6 +32,7 @@ from radiusd.radius.wire import (
     encode_reply,
     message_authenticator_ok,
     parse,
+    password_garbled,
 )
 from radiusd.stats import Stats
 from radiusd.throttle import LogThrottle
@@ -149,6 +150,13 @@ class Endpoint:
                 self.stats.count("duplicate.resent")
                 return Resend(cached)
             return self._drop("duplicate_in_progress")
+        if packet.code == Code.ACCESS_REQUEST and not packet.has_message_authenticator \
+                and password_garbled(packet, client.secret):  # issue 14: else no trace
+            self.throttle.log(log, logging.WARNING, f"secret_mismatch/{client.name}", now,
+                              "client %s (%s): its PAP password does not decode with the "
+                              "configured secret: likely a shared secret mismatch; is the "
+                              "secret the same on the NAS? (logged once a minute per "
+                              "client)", client.name, host)
         return Process(Request(packet, client, source, self.codec), key)
 
     @staticmethod

@@ -172,6 +172,25 @@ def decrypt_user_password(hidden: bytes, secret: bytes, authenticator: bytes) ->
     return bytes(out).rstrip(b"\x00")
 
 
+def password_garbled(packet: Packet, secret: bytes) -> bool:
+    """Does this request's User-Password decode to something no one typed (bytes that
+    are not UTF-8 text, or control characters)? RFC 2865 §5.2 hides it with the shared
+    secret, so with the wrong secret it decodes to noise: the one sign of a secret
+    mismatch an unsigned PAP request gives. 16 random octets pass as text with a
+    chance below 1 in 10^6."""
+    hidden = packet.first(USER_PASSWORD)
+    if hidden is None:
+        return False
+    clear = decrypt_user_password(hidden, secret, packet.authenticator)
+    if clear is None:
+        return False  # not a hidden value at all: the policy answers that
+    try:
+        text = clear.decode()
+    except UnicodeDecodeError:
+        return True
+    return any(c < " " or c == "\x7f" for c in text)
+
+
 def encode_attribute(attr_type: int, value: bytes) -> bytes:
     if len(value) > 253:
         raise ValueError(f"attribute {attr_type}: value of {len(value)} octets exceeds 253")
