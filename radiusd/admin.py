@@ -330,7 +330,7 @@ def _sessions_export(args: argparse.Namespace, config: Config, now: float) -> in
 
 # --- purge ------------------------------------------------------------------------
 
-def purge(conn: sqlite3.Connection, cutoff: float, dry_run: bool = False) -> dict[str, int]:
+def purge(conn: SyncConnection, cutoff: float, dry_run: bool = False) -> dict[str, int]:
     """Retention: remove what ended before `cutoff` (journal entries with their events,
     closed sessions, expired passwords, sent SMS) in small steps (`radiusd.retention`).
     What is still open is kept whatever its age."""
@@ -354,11 +354,7 @@ def _purge(args: argparse.Namespace, config: Config, now: float) -> int:
             raise UsageError(f"--older-than {days} is less than [journal] retention_days = "
                              f"{keep} in {where}: give --older-than {keep} or more")
     cutoff = now - days * DAY
-    if config.database.url is not None:
-        raise _Failed("database.url: `radiusd purge` works on the SQLite store only so far "
-                      "(docs/store.md)")
     with _database(config) as conn:
-        assert isinstance(conn, sqlite3.Connection)  # PostgreSQL is refused above
         counts = purge(conn, cutoff, dry_run=args.dry_run)
     for what, n in counts.items():
         print(f"{what}: {n}")

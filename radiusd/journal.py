@@ -301,7 +301,7 @@ def purge_entries(conn: sqlite3.Connection, cutoff: float) -> int:
             return removed
 
 
-def purge_step(conn: sqlite3.Connection, cutoff: float, after: tuple[float, int] | None,
+def purge_step(conn: SyncConnection, cutoff: float, after: tuple[float, int] | None,
                limit: int, *, dry_run: bool = False) -> tuple[int, int, tuple[float, int] | None]:
     """One step of retention in the caller's transaction: up to `limit` entries that
     ended before `cutoff`, after `after` in (start, id) order, deleted with their events

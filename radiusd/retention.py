@@ -23,13 +23,13 @@ next run finishes the job. Freed pages are zeroed (secure_delete).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from radiusd import journal
 from radiusd.store import retention as kept
+from radiusd.store.backend import SyncConnection
 from radiusd.store.journal import transaction
 
 BATCH = 2000  # rows in a step at most
@@ -61,7 +61,7 @@ class Pace:
         self.rows = max(self.fewest, min(self.most, int(self.rows * scale)))
 
 
-def purge(conn: sqlite3.Connection, cutoff: float, *, dry_run: bool = False,
+def purge(conn: SyncConnection, cutoff: float, *, dry_run: bool = False,
           batch: int = BATCH, target: float = TARGET, pause: float = PAUSE,
           sleep: Callable[[float], None] = time.sleep,
           clock: Callable[[], float] = time.monotonic,
@@ -109,7 +109,7 @@ def purge(conn: sqlite3.Connection, cutoff: float, *, dry_run: bool = False,
 
 
 @contextmanager
-def _step(conn: sqlite3.Connection, dry_run: bool,
+def _step(conn: SyncConnection, dry_run: bool,
           clock: Callable[[], float]) -> Iterator[list[float]]:
     """One step's own short write transaction (none for a dry run: it only reads);
     yields where it puts how long it held the lock, to its commit."""
@@ -125,7 +125,7 @@ def _step(conn: sqlite3.Connection, dry_run: bool,
 
 def _done(on_step: Step | None, what: str, rows: int, held: float, dry_run: bool,
           pause: float, sleep: Callable[[float], None], clock: Callable[[], float],
-          conn: sqlite3.Connection) -> None:
+          conn: SyncConnection) -> None:
     """After a committed step: copy its pages into the database (off the lock, so the
     server's own checkpoint finds little to do), then let the server have the
     database: at least `pause`, and long enough that the step and its checkpoint were

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -191,12 +192,59 @@ async def _session_ids(url: str) -> set[str]:
         await conn.close()
 
 
-def test_admin_purge_refuses_postgresql_in_one_line(
+def test_purge_on_postgresql_removes_the_same_rows_as_on_sqlite(
+        pg_url: str, tmp_path: Path) -> None:
+    """Retention (issue 18 item 5) on both stores: the same history, the same cutoff,
+    the same rows left, in the same small steps."""
+    from radiusd import retention
+    from radiusd.store.pg_sync import PgSyncConnection
+    from radiusd.store.sqlite import connect_sync
+    from tests.test_purge_steps import CUTOFF, TABLES, fill_conn
+
+    def left(conn: Any) -> dict[str, list[tuple[Any, ...]]]:
+        key = {"journal_span": "journal_id"}
+        return {t: sorted(tuple(r) for r in conn.execute(
+            f"SELECT {key.get(t, 'id')} FROM {t} ORDER BY 1").fetchall()) for t in TABLES}
+
+    lite = connect_sync(str(tmp_path / "radiusd.db"))
+    fill_conn(lite)
+    pg = PgSyncConnection(pg_url)
+    try:
+        fill_conn(pg)
+        assert left(pg) == left(lite)  # the same history on both
+        steps: list[tuple[str, int]] = []
+        on_pg = retention.purge(pg, CUTOFF, batch=7, pause=0, sleep=lambda _: None,
+                                on_step=lambda what, n: steps.append((what, n)))
+        on_sqlite = retention.purge(lite, CUTOFF, batch=7, pause=0, sleep=lambda _: None)
+        assert on_pg == on_sqlite and sum(on_pg.values()) > 0
+        assert left(pg) == left(lite)
+        assert steps and max(n for _, n in steps) <= 7
+    finally:
+        pg.close()
+        lite.close()
+
+
+def test_admin_purge_on_postgresql_prints_what_it_removed(
         pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from radiusd.store.pg_sync import PgSyncConnection
+    from tests.test_purge_steps import fill_conn
+
+    pg = PgSyncConnection(pg_url)
+    try:
+        fill_conn(pg)  # January 2026: more than 30 days ago
+        closed = pg.execute("SELECT COUNT(*) FROM sessions WHERE stopped_at IS NOT NULL"
+                            ).fetchone()
+    finally:
+        pg.close()
     conf = tmp_path / "radiusd.toml"
     conf.write_text(f'[database]\nurl = "{pg_url}"\n')
     status = cli.main(["purge", "--older-than", "30", "-c", str(conf)])
-    err = capsys.readouterr().err
-    assert status == 1
-    assert len(err.strip().splitlines()) == 1, err
-    assert "radiusd purge" in err and "SQLite" in err
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert closed is not None and f"sessions: {closed[0]}" in out.splitlines()
+    pg = PgSyncConnection(pg_url)
+    try:
+        assert pg.execute("SELECT COUNT(*) FROM sessions WHERE stopped_at IS NOT NULL"
+                          ).fetchone() == (0,)
+    finally:
+        pg.close()

@@ -14,6 +14,7 @@ import pytest
 
 from radiusd import journal, retention
 from radiusd.journal import Person
+from radiusd.store.backend import SyncConnection
 from radiusd.store.sqlite import connect_sync
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00Z
@@ -25,8 +26,14 @@ TABLES = ("journal", "journal_events", "journal_span", "sessions", "passwords", 
 def fill(path: Path, seed: int = 5) -> None:
     """History on both sides of CUTOFF, with what must stay: open sessions and
     entries, live passwords, queued SMS, rows that ended just after the cutoff."""
-    rng = random.Random(seed)
     db = connect_sync(str(path))
+    fill_conn(db, seed)
+    db.close()
+
+
+def fill_conn(db: SyncConnection, seed: int = 5) -> None:
+    """`fill` on any store's CLI connection (SQLite or PostgreSQL)."""
+    rng = random.Random(seed)
     for i in range(40):
         opened = T0 + rng.uniform(0, 40 * DAY)
         e = journal.open_entry(db, opened, Person("Ким", "Ли", str(i % 3)), "t").entry
@@ -46,11 +53,11 @@ def fill(path: Path, seed: int = 5) -> None:
     db.executemany("INSERT INTO sessions (unique_id, nas, acct_session_id, started_at,"
                    " updated_at, stopped_at) VALUES (?, 'n', ?, ?, ?, ?)", sessions)
     db.executemany("INSERT INTO passwords (id, login, state, secret, language, issued_at,"
-                   " unclaimed_until, expired_at) VALUES (?, '+77012345678', ?, x'00', 'ru',"
-                   " ?, ?, ?)", passwords)
+                   " unclaimed_until, expired_at) VALUES (?, '+77012345678', ?, ?, 'ru',"
+                   " ?, ?, ?)", [(i, st, b"\0", b, u, e) for i, st, b, u, e in passwords])
     db.executemany("INSERT INTO sms_outbox (id, password_id, recipient, body, created_at,"
-                   " state, next_attempt_at) VALUES (?, ?, '+77012345678', x'00', ?, ?, 0)", sms)
-    db.close()
+                   " state, next_attempt_at) VALUES (?, ?, '+77012345678', ?, ?, ?, 0)",
+                   [(i, p, b"\0", c, st) for i, p, c, st in sms])
 
 
 def snapshot(path: Path) -> list[list[tuple[object, ...]]]:

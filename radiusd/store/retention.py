@@ -14,29 +14,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from radiusd.store.backend import SyncConnection
+
 _BEGIN = "COALESCE(started_at, updated_at)"
-# (SQL for the next rows: ids and the order key after a cursor, the cursor clause)
+# (SQL for the next rows: ids and the order key after a cursor, the cursor clause).
+# Positional `?`: the leading parameters come from `bounds`, then the cursor's
+# (key, key, id) when there is one, then the limit.
 _SESSIONS = (
-    f"SELECT id, {_BEGIN} FROM sessions WHERE {_BEGIN} < :below"
-    " AND stopped_at IS NOT NULL AND stopped_at < :cutoff{after}"
-    f" ORDER BY {_BEGIN}, id LIMIT :limit",
-    f" AND {_BEGIN} >= :key AND NOT ({_BEGIN} = :key AND id <= :id)",
+    f"SELECT id, {_BEGIN} FROM sessions WHERE {_BEGIN} < ?"
+    " AND stopped_at IS NOT NULL AND stopped_at < ?{after}"
+    f" ORDER BY {_BEGIN}, id LIMIT ?",
+    f" AND {_BEGIN} >= ? AND NOT ({_BEGIN} = ? AND id <= ?)",
 )
 _PASSWORDS = (
-    "SELECT id, issued_at FROM passwords WHERE issued_at < :cutoff AND state = 'expired'"
-    " AND COALESCE(expired_at, issued_at) < :cutoff{after} ORDER BY issued_at, id"
-    " LIMIT :limit",
-    " AND issued_at >= :key AND NOT (issued_at = :key AND id <= :id)",
+    "SELECT id, issued_at FROM passwords WHERE issued_at < ? AND state = 'expired'"
+    " AND COALESCE(expired_at, issued_at) < ?{after} ORDER BY issued_at, id LIMIT ?",
+    " AND issued_at >= ? AND NOT (issued_at = ? AND id <= ?)",
 )
 _SMS = (
-    "SELECT id, created_at FROM sms_outbox WHERE created_at < :cutoff"
+    "SELECT id, created_at FROM sms_outbox WHERE created_at < ?"
     " AND state IN ('sent', 'failed', 'cancelled'){after} ORDER BY created_at, id"
-    " LIMIT :limit",
-    " AND created_at >= :key AND NOT (created_at = :key AND id <= :id)",
+    " LIMIT ?",
+    " AND created_at >= ? AND NOT (created_at = ? AND id <= ?)",
 )
 _SELECTS = {"sessions": _SESSIONS, "passwords": _PASSWORDS, "sms_outbox": _SMS}
-_DELETES = {t: f"DELETE FROM {t} WHERE id = ?" for t in _SELECTS}
 TABLES = tuple(_SELECTS)  # in the order purge goes through them, after the journal
+_CHUNK = 500  # ids per DELETE ... IN (...)
 _SHORTEST_SESSION = (f"SELECT MIN(stopped_at - {_BEGIN}) FROM sessions"
                      " WHERE stopped_at IS NOT NULL")
 
@@ -51,12 +54,16 @@ Cursor = tuple[float, int]  # (order key, id) of the last row a step took
 
 
 @contextmanager
-def purging(conn: sqlite3.Connection) -> Iterator[None]:
+def purging(conn: SyncConnection) -> Iterator[None]:
     """The connection set for purging, put back as it was afterwards: freed pages
     zeroed (secure_delete); no fsync per step (a step lost to a power cut is simply
     done again, WAL stays consistent), so the lock is not held through one; and a
     step's pages copied from the WAL into the database after the step, off the lock
-    (`checkpoint_step`), not in COMMIT."""
+    (`checkpoint_step`), not in COMMIT. SQLite only: PostgreSQL locks rows, not the
+    database, and its own checkpoints and autovacuum need nothing from us."""
+    if not isinstance(conn, sqlite3.Connection):
+        yield
+        return
     saved = [(p, conn.execute(f"PRAGMA {p}").fetchone()[0]) for p in _PRAGMAS]
     conn.execute("PRAGMA secure_delete = ON")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -68,7 +75,7 @@ def purging(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute(f"PRAGMA {pragma} = {int(value)}")
 
 
-def journal_step(conn: sqlite3.Connection, cutoff: float, after: Cursor | None, limit: int,
+def journal_step(conn: SyncConnection, cutoff: float, after: Cursor | None, limit: int,
                  *, dry_run: bool = False) -> tuple[int, int, Cursor | None]:
     """Up to `limit` journal entries that ended before `cutoff`, after `after` in
     (start, id) order, deleted with their events (with `dry_run` only counted).
@@ -98,42 +105,54 @@ def journal_step(conn: sqlite3.Connection, cutoff: float, after: Cursor | None, 
     return len(ids), events, nxt
 
 
-def bounds(conn: sqlite3.Connection, table: str, cutoff: float) -> dict[str, Any]:
-    """What a sweep of `table` (one of `TABLES`) looks below: a session that stopped
-    before the cutoff may have begun after it by the shortest session's negative
-    length (a NAS's clock), the others began before it."""
-    params: dict[str, Any] = {"cutoff": cutoff, "below": cutoff}
+def bounds(conn: SyncConnection, table: str, cutoff: float) -> tuple[float, ...]:
+    """What a sweep of `table` (one of `TABLES`) looks below, as the leading
+    parameters of its statement: a session that stopped before the cutoff may have
+    begun after it by the shortest session's negative length (a NAS's clock), the
+    others began before it."""
     if table == "sessions":
         shortest = conn.execute(_SHORTEST_SESSION).fetchone()[0]
-        params["below"] = cutoff - min(0.0, shortest or 0.0)
-    return params
+        return (cutoff - min(0.0, shortest or 0.0), cutoff)
+    if table == "passwords":
+        return (cutoff, cutoff)
+    return (cutoff,)
 
 
-def sweep_step(conn: sqlite3.Connection, table: str, params: dict[str, Any], limit: int,
+def sweep_step(conn: SyncConnection, table: str, params: tuple[float, ...], limit: int,
                after: Cursor | None, dry_run: bool) -> tuple[int, Cursor | None]:
     """One step on one table (`bounds`' params): up to `limit` rows past `after`,
     deleted unless `dry_run`. Returns (rows, where the next step starts, or None)."""
     select, cursor = _SELECTS[table]
-    params = {**params, "limit": limit}
+    args: list[Any] = list(params)
     if after is not None:
-        params = {**params, "key": after[0], "id": after[1]}
-    rows = conn.execute(select.format(after=cursor if after else ""), params).fetchall()
+        args += [after[0], after[0], after[1]]
+    args.append(int(limit))
+    rows = conn.execute(select.format(after=cursor if after else ""), args).fetchall()
     if rows and not dry_run:
-        conn.executemany(_DELETES[table], [(r[0],) for r in rows])
+        ids = [r[0] for r in rows]
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            conn.execute(f"DELETE FROM {table} WHERE id IN ({','.join('?' * len(chunk))})",
+                         chunk)
     key = (rows[-1][1], rows[-1][0]) if len(rows) == limit else None
     return len(rows), key
 
 
-def checkpoint_step(conn: sqlite3.Connection) -> None:
+def checkpoint_step(conn: SyncConnection) -> None:
     """A step's pages into the database now, by us: the server's own checkpoint
-    (after one of its commits) then finds little to copy. PASSIVE never blocks."""
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    (after one of its commits) then finds little to copy. PASSIVE never blocks.
+    (SQLite; nothing to do on PostgreSQL.)"""
+    if isinstance(conn, sqlite3.Connection):
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def checkpoint(conn: sqlite3.Connection) -> None:
+def checkpoint(conn: SyncConnection) -> None:
     """Best effort, never in the server's way: copy the WAL into the database without
     blocking (PASSIVE), then try for a moment to empty the WAL file (TRUNCATE waits for
-    readers holding the write lock, so only 20 ms), so no deleted row stays in it."""
+    readers holding the write lock, so only 20 ms), so no deleted row stays in it.
+    (SQLite; on PostgreSQL, VACUUM and its own checkpoints reclaim the space.)"""
+    if not isinstance(conn, sqlite3.Connection):
+        return
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
     busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
     conn.execute("PRAGMA busy_timeout = 20")
