@@ -210,6 +210,8 @@ class Server:
                 task.cancel()
         for listener in self.listeners:
             listener.close()
+        if hasattr(self, "book"):
+            self.book.close()
         await self.store.close()
         log.info("stopped: %s", self.stats.summary())
         self._stopped.set()

@@ -32,6 +32,7 @@ from radiusd.sealing import Sealer
 from radiusd.store import challenges
 from radiusd.store import limits as counted
 from radiusd.store import passwords as stored
+from radiusd.store.quick import QuickReads
 from radiusd.store.sqlite import Op, Store
 
 __all__ = ["DAY", "HOUR", "MINUTE", "PRUNES", "Checked", "Issued", "Password",
@@ -98,6 +99,11 @@ class PasswordBook:
         self.ended = ended
         self.limits = SmsLimits(cfg, phone.region)
         self.guesses = GuessLimits(cfg)
+        self.quick = QuickReads(store)  # the login's reads, without a thread hop
+
+    def close(self) -> None:
+        """Close the loop-thread read connection (server stop)."""
+        self.quick.close()
 
     def password(self, r: stored.PasswordRow, *, open_code: bool = True) -> Password | None:
         """A row as a `Password`; None when its code does not open with our key."""
@@ -117,7 +123,7 @@ class PasswordBook:
     async def live(self, login: str) -> list[Password]:
         """The live passwords of `login`, as the database has them now."""
         out = []
-        for r in await stored.live_of(self.store, login):
+        for r in await stored.live_of(self.store, login, self.quick):
             pw = self.password(r)
             if pw is not None:
                 out.append(pw)
@@ -133,7 +139,7 @@ class PasswordBook:
         database first: of concurrent presses for one number, on any nodes, one wins."""
         keys = self.limits.keys(login, device, nas)
         counts = await counted.counts(self.store, self.limits.asks(keys, now),
-                                      cooldown_of=login)
+                                      cooldown_of=login, quick=self.quick)
         refused = self.limits.check(keys, counts, now)
         if refused is not None:
             return refused
@@ -222,7 +228,8 @@ class PasswordBook:
                 await self.store.write(ops)
                 return Checked(pw, "", ops)
         guess_keys = self.guesses.keys(device, nas)
-        counts = await counted.counts(self.store, self.guesses.asks(guess_keys, now))
+        counts = await counted.counts(self.store, self.guesses.asks(guess_keys, now),
+                                      quick=self.quick)
         capped = self.guesses.full(guess_keys, counts, now)
         if capped is not None:
             # Past the guess budget: nothing more is compared. What was compared (a

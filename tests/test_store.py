@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from radiusd.store.quick import QuickReads
 from radiusd.store.sqlite import Store, StoreError
 
 INSERT = ("INSERT INTO sessions (unique_id, nas, acct_session_id, updated_at) "
@@ -84,6 +85,27 @@ async def test_a_failing_run_fails_alone_and_returns_nothing_half_done(
         assert isinstance(results[0], StoreError)
         assert [[tuple(r) for r in rows] for rows in results[1]] == [[("u1", "s1")]]
     finally:
+        await store.close()
+
+
+async def test_quick_reads_see_every_commit_and_step_aside_when_they_cannot(
+        tmp_path: Path) -> None:
+    """The login's read on the loop's thread sees what any writer committed; closed (or
+    for a database in memory) it answers None and the reader threads take over."""
+    store = Store(str(tmp_path / "db"))
+    await store.open()
+    quick = QuickReads(store)
+    try:
+        sql = "SELECT acct_session_id FROM sessions WHERE unique_id = ?"
+        assert quick.fetchall(sql, ("u1",)) == []
+        await store.write([(INSERT, ("u1", "s1"))])
+        rows = quick.fetchall(sql, ("u1",))
+        assert rows is not None and [r["acct_session_id"] for r in rows] == ["s1"]
+        quick.close()
+        assert quick.fetchall(sql, ("u1",)) is None
+        assert QuickReads(Store(":memory:")).fetchall("SELECT 1", ()) is None
+    finally:
+        quick.close()
         await store.close()
 
 

@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from radiusd.store.quick import QuickReads
 from radiusd.store.sqlite import Op, Store
 
 _COLUMNS = (
@@ -113,9 +114,14 @@ def _row(r: Any) -> PasswordRow:
     return PasswordRow(*(r[i] for i in range(17)))
 
 
-async def live_of(db: Store, login: str) -> list[PasswordRow]:
-    """The live passwords of `login` (issued and active), as the database has them."""
-    return [_row(r) for r in await db.fetchall(_LIVE_OF, (login,))]
+async def live_of(db: Store, login: str, quick: QuickReads | None = None
+                  ) -> list[PasswordRow]:
+    """The live passwords of `login` (issued and active), as the database has them
+    (on the loop's thread through ``quick`` when it can)."""
+    rows = quick.fetchall(_LIVE_OF, (login,)) if quick is not None else None
+    if rows is None:
+        rows = await db.fetchall(_LIVE_OF, (login,))
+    return [_row(r) for r in rows]
 
 
 class Newest(NamedTuple):
