@@ -56,28 +56,30 @@ class SessionHook(Protocol):
     """The password side of accounting (Rules §8), given the same transaction:
     `session_end.SessionEnd`."""
 
-    def session_started(self, record: AcctRecord, now: float) -> list[Op]: ...
+    async def session_started(self, record: AcctRecord, now: float) -> list[Op]: ...
 
-    def session_ended(self, record: AcctRecord, now: float, reason: str) -> list[Op]: ...
+    async def session_ended(self, record: AcctRecord, now: float, reason: str) -> list[Op]: ...
 
-    def nas_restarted(self, nas: str, nas_address: str, now: float, reason: str) -> list[Op]: ...
+    async def nas_restarted(self, nas: str, nas_address: str, now: float,
+                            reason: str) -> list[Op]: ...
 
-    def end_session(self, class_token: str | None, login: str | None, device: str | None,
-                    at: float, reason: str) -> list[Op]: ...
+    async def end_session(self, class_token: str | None, login: str | None,
+                          device: str | None, at: float, reason: str) -> list[Op]: ...
 
 
 class NoHook:
-    def session_started(self, record: AcctRecord, now: float) -> list[Op]:
+    async def session_started(self, record: AcctRecord, now: float) -> list[Op]:
         return []
 
-    def session_ended(self, record: AcctRecord, now: float, reason: str) -> list[Op]:
+    async def session_ended(self, record: AcctRecord, now: float, reason: str) -> list[Op]:
         return []
 
-    def nas_restarted(self, nas: str, nas_address: str, now: float, reason: str) -> list[Op]:
+    async def nas_restarted(self, nas: str, nas_address: str, now: float,
+                            reason: str) -> list[Op]:
         return []
 
-    def end_session(self, class_token: str | None, login: str | None, device: str | None,
-                    at: float, reason: str) -> list[Op]:
+    async def end_session(self, class_token: str | None, login: str | None,
+                          device: str | None, at: float, reason: str) -> list[Op]:
         return []
 
 
@@ -151,13 +153,14 @@ class AccountingPolicy:
             class_token=klass.decode("ascii", "replace") if klass else None,
         )
 
-    def operations(self, r: AcctRecord, now: float) -> list[Op]:
-        """The writes for one record: the session row and what the password side adds."""
+    async def operations(self, r: AcctRecord, now: float) -> list[Op]:
+        """The writes for one record: the session row and what the password side adds
+        (found in the database: whichever node issued the password, issue 12)."""
         if r.status in (ACCOUNTING_ON, ACCOUNTING_OFF):
             reason = "nas-" + STATUS_NAMES[r.status].lower()
             return [
                 sessions.close_nas(r.nas, r.nas_address, r.event_time, now, "NAS-Reboot"),
-                *self.hook.nas_restarted(r.nas, r.nas_address, now, reason),
+                *await self.hook.nas_restarted(r.nas, r.nas_address, now, reason),
             ]
         if r.status not in (START, STOP, INTERIM):
             return []  # acknowledged, not a session
@@ -175,14 +178,14 @@ class AccountingPolicy:
             output_packets=r.output_packets, terminate_cause=r.terminate_cause,
             class_token=r.class_token))
         if r.status == STOP:
-            ops += self.hook.session_ended(r, now, "stop")
+            ops += await self.hook.session_ended(r, now, "stop")
         else:
-            ops += self.hook.session_started(r, now)
+            ops += await self.hook.session_started(r, now)
         return ops
 
     async def accounting(self, request: Request, record: object, now: float) -> Outcome:
         assert isinstance(record, AcctRecord)
-        ops = self.operations(record, now)
+        ops = await self.operations(record, now)
         if record.status == START:
             ops = await self._lost_stop(record, now) + ops
         await self.store.write(ops)
@@ -196,5 +199,5 @@ class AccountingPolicy:
         if old is None or old.class_token == r.class_token:
             return []  # a repeated Start of the same session
         return [sessions.close_lost_stop(r.unique_id),
-                *self.hook.end_session(old.class_token, old.login, old.device, now,
+                *await self.hook.end_session(old.class_token, old.login, old.device, now,
                                        "lost_stop")]

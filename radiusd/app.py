@@ -27,9 +27,8 @@ from radiusd.clock import Clock, SystemClock
 from radiusd.config import DEFAULT_SECRET, Config
 from radiusd.dispatch import Dispatcher
 from radiusd.health import Health
-from radiusd.limits import DAY
 from radiusd.otp import PasswordBook
-from radiusd.radius.clients import ClientTable
+from radiusd.radius.clients import Client, ClientTable
 from radiusd.radius.dedup import DuplicateCache
 from radiusd.radius.dictionary import default_codec
 from radiusd.radius.endpoint import Endpoint, Port
@@ -38,7 +37,7 @@ from radiusd.reaper import Reaper
 from radiusd.sealing import Sealer
 from radiusd.session_end import SessionEnd, password_ended
 from radiusd.stats import Stats
-from radiusd.store import passwords
+from radiusd.store import clients as latches
 from radiusd.store.backend import Backend, describe, for_config
 
 log = logging.getLogger("radiusd")
@@ -67,6 +66,7 @@ class Server:
         self.dispatcher: Dispatcher | None = None
         self.sms: Any = None
         self._stopped = asyncio.Event()
+        self._latch_writes: set[asyncio.Task[None]] = set()
 
     def addresses(self, port: Port) -> list[tuple[str, int]]:
         return [ls.address for ls in self.listeners if ls.endpoint.port == port]
@@ -88,7 +88,8 @@ class Server:
         # The SQLite file, if that is the store: a key beside it, rows sealed in it.
         sqlite_file = cfg.database.path if cfg.database.url is None else None
         self.sealer = Sealer.from_config(cfg.otp, database=sqlite_file)
-        self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer, ended=password_ended)
+        self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer, self.store,
+                                 ended=password_ended)
         await self._load_book()
         self.sms = await self._start_sms()
         self.auth = OtpAuth(cfg, self.book, self.store, self.sms_wake)
@@ -124,11 +125,25 @@ class Server:
             return name  # a voucher login, or whatever the NAS sends
 
     async def _load_book(self) -> None:
-        """Live passwords, and the last day's issues (the limits; each number's newest
-        code, Rules §9): both read along indexes, whatever the history (issue 18)."""
-        now = self.clock.now()
-        self.book.load(await passwords.live(self.store),
-                       await passwords.issued_since(self.store, now - DAY))
+        """Nothing of the passwords and limits is loaded: the database holds them and
+        every request reads it (issue 12). The "auto" Message-Authenticator latches
+        are: read once, written once per client when it latches."""
+        self.clients.restore(await latches.latched(self.store))
+        self.clients.on_latch = self._persist_latch
+
+    def _persist_latch(self, client: Client) -> None:
+        """Write a client's latch (FreeRADIUS "auto") in the background: it is already
+        in force here; the row makes it survive a restart and reach other nodes."""
+        async def write() -> None:
+            try:
+                await self.store.write([latches.latch(client.name, self.clock.now())])
+            except Exception as e:  # the store logs its own failures
+                log.warning("client %s: its Message-Authenticator latch was not saved "
+                            "(%s); it holds until a restart", client.name, e)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._latch_writes.add(task)
+        task.add_done_callback(self._latch_writes.discard)
 
     async def _start_sms(self) -> Any:
         """The SMS provider and the outbox worker (Rules §6)."""
@@ -208,6 +223,8 @@ class Server:
                 task.cancel()
         for listener in self.listeners:
             listener.close()
+        if hasattr(self, "book"):
+            self.book.close()
         await self.store.close()
         log.info("stopped: %s", self.stats.summary())
         self._stopped.set()

@@ -23,8 +23,8 @@ from radiusd.device import looks_like_mac, normalise_mac, request_device
 from radiusd.otp import Checked, Issued, Password, PasswordBook, Refused
 from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
-from radiusd.store import passwords
-from radiusd.store.backend import Backend
+from radiusd.store import challenges, passwords
+from radiusd.store.backend import Backend, Op
 
 log = logging.getLogger("radiusd.auth")
 
@@ -59,7 +59,6 @@ class OtpAuth:
         self.store = store
         self.sms_queued = sms_queued
         self.language = config.otp.language
-        self._challenges: OrderedDict[bytes, str] = OrderedDict()
         self._voucher_misses: OrderedDict[str, float] = OrderedDict()
 
     def _reject(self, key: str, **values: object) -> Reply:
@@ -105,14 +104,14 @@ class OtpAuth:
             voucher = await self._voucher(name, now)
             if voucher is None:
                 return self._reject(refused.reason)
-            login = voucher.login
+            login = voucher
         else:
             voucher = None
         state = request.raw("State")
         # The answer to our Access-Challenge (RFC 2865 §5.24) must carry a State we
-        # sent, for this login; it is good once.
+        # sent, for this login; it is good once, at whichever node (a row, issue 12).
         if state is not None and state.startswith(STATE_PREFIX) \
-                and self._challenges.pop(state, None) != login:
+                and await challenges.answer(self.store, state.hex(), now) != login:
             return self._reject("password_expired")
         if matches(""):
             if voucher is not None:
@@ -133,84 +132,70 @@ class OtpAuth:
                                     self.config.otp.allowed_regions)
         except phone.NumberRefused as refused:
             return Refused(refused.reason)
-        result = self.book.request(login, device=device, nas=nas, language=lang, now=now)
+        result = await self.book.request(login, device=device, nas=nas, language=lang,
+                                         now=now)
         if isinstance(result, Issued):
-            await self._commit_issue(result)
+            self.sms_queued()
         return result
 
     async def get_password(self, request: Request, login: str, device: str | None,
                            now: float) -> Outcome:
         """Rules §5-§6 through the controller's own login page."""
-        result = self.book.request(login, device=device, nas=request.client.name,
-                                   language=self.language, now=now)
-        if isinstance(result, Refused):
-            return Reply.reject(result.message(self.language))
-        await self._commit_issue(result)
-        sent = messages.text("sms_sent", self.language, phone=phone.mask(login))
+        state = None
+        extra: list[Op] = []
         if request.client.otp_request == "challenge":
             state = STATE_PREFIX + secrets.token_hex(12).encode()
-            self._remember_challenge(state, login)
+            extra.append(challenges.remember(state.hex(), login,
+                                             now + self.config.otp.ttl_seconds))
+        result = await self.book.request(login, device=device, nas=request.client.name,
+                                         language=self.language, now=now, extra=extra)
+        if isinstance(result, Refused):
+            return Reply.reject(result.message(self.language))
+        self.sms_queued()
+        sent = messages.text("sms_sent", self.language, phone=phone.mask(login))
+        if state is not None:
             return Reply(Code.ACCESS_CHALLENGE).add("Reply-Message", sent).add("State", state)
         return Reply.reject(sent)
 
-    async def _commit_issue(self, issued: Issued) -> None:
-        await self.store.write(issued.ops)
-        self.sms_queued()
-
-    def _remember_challenge(self, state: bytes, login: str) -> None:
-        self._challenges[state] = login
-        while len(self._challenges) > 10_000:
-            self._challenges.popitem(last=False)
-
-    async def _voucher(self, login: str, now: float) -> Password | None:
+    async def _voucher(self, login: str, now: float) -> str | None:
         """Rules §10 vouchers are made and closed by `radiusd journal` in another
-        process, so the database decides; a miss is remembered briefly so that a
-        flood of unknown names costs no query each."""
+        process, so the database decides (the login path reads the voucher's password
+        from it anyway); a miss is remembered briefly so that a flood of unknown names
+        costs no query each. A miss can only refuse, never let a password in."""
         until = self._voucher_misses.get(login)
         if until is not None and until > now:
             return None
         rows = await passwords.live_voucher(self.store, login)
-        known = self.book.vouchers.get(login)
         if not rows:
-            if known is not None:
-                self.book.forget(known)  # e.g. `radiusd journal close` ended it
             self._voucher_misses[login] = now + self.VOUCHER_MISS_SECONDS
             while len(self._voucher_misses) > 10_000:
                 self._voucher_misses.popitem(last=False)
             return None
         self._voucher_misses.pop(login, None)
-        if known is None:
-            self.book.load(rows)
-        return self.book.vouchers.get(login)
+        return rows[0].login
 
     async def authenticate(self, request: Request, context: object, now: float) -> bool:
         assert isinstance(context, LoginContext)
         # The guess budget is per NAS as the network sees it: the address it sends from.
-        context.checked = self.book.check(context.login, context.matches, context.device,
-                                          request.source[0], now)
+        context.checked = await self.book.check(context.login, context.matches,
+                                                context.device, request.source[0], now)
         return context.checked.password is not None
 
     async def post_auth(self, request: Request, context: object, ok: bool,
                         now: float) -> Outcome:
         assert isinstance(context, LoginContext) and context.checked is not None
         checked = context.checked
-        ops = list(checked.ops)
         pw = checked.password
         if pw is None:
-            if ops:
-                await self.store.write(ops)
             return self._reject(checked.reason, **checked.values)
         if checked.claimed:
             # Bind to the NAS as accounting names it (NAS-IP-Address first), so that
             # its Accounting-On/Off finds this password (Rules §8).
             nas_address = str(request.get("NAS-IP-Address") or request.get("NAS-IPv6-Address")
                               or request.nas_address)
-            ops += self.book.claim(pw, device=context.device, nas=request.client.name,
-                                   nas_address=nas_address, now=now)
-        if ops:
-            await self.store.write(ops)
-            if pw.state != "active":
-                # A Stop (or the reaper) ended it while this write waited: Rules §8.
+            if not await self.book.claim(pw, device=context.device, nas=request.client.name,
+                                         nas_address=nas_address, now=now):
+                # Claimed, burned or ended meanwhile (here or at another node): Rules §8.
                 return self._reject("password_expired")
         return self._accept(pw, now)
 

@@ -2,7 +2,8 @@
 how many wrong codes may be tried, sans-IO (Rules §6: every SMS costs money; Rules §7:
 the code is the only proof, so guessing it must stay hopeless).
 
-Two budgets, each a set of sliding windows:
+Two budgets, each a set of windows counted in the database (`radiusd.store.limits`),
+so that they hold across nodes (issue 12):
 
 - `SmsLimits`, "Get password" presses that lead to an SMS: per number (resend wait,
   hour, day), per device (hour), per NAS (minute, day), per block of 10,000 numbers
@@ -28,6 +29,8 @@ from typing import Any
 
 from radiusd import messages
 from radiusd.config import OtpConfig
+from radiusd.store import limits as kept
+from radiusd.store.backend import Op
 
 log = logging.getLogger("radiusd.otp")
 
@@ -47,7 +50,8 @@ class Refused:
 
 
 class Window:
-    """Event times in a sliding window (rate limits)."""
+    """Event times in a sliding window, in this process's memory: the HTTP API's
+    per-address limits (a node's own front door; the Rules' caps are `_Budget`'s)."""
 
     __slots__ = ("events", "span")
 
@@ -95,35 +99,71 @@ GUESS_CAPS = (
 )
 
 
+BUCKETS = 60  # a cap's counter is kept in buckets of 1/60 of its span
+
+
+def bucket_width(cap: Cap) -> int:
+    return max(1, int(cap.span // BUCKETS))
+
+
+def bucket_of(at: float, width: int) -> int:
+    """The start, in whole seconds, of the bucket `at` falls in."""
+    return int(at // width) * width
+
+
 class _Budget:
-    """Sliding windows per (cap, key); refusals counted by cap, logged once per
-    episode. Memory follows recent traffic: `prune` forgets idle keys."""
+    """Caps kept as bucketed counters in the database (`store.limits`), so every node
+    counts every node's events; this decides from what is read. Refusals are
+    counted by cap (this node's, for /metrics) and logged once per episode.
+
+    A bucket counts while its first event is within the span: it is released with
+    its first event, so a cap frees up at most one bucket (1/60 of the span) early
+    and never late (docs/otp.md, "Limits")."""
 
     def __init__(self, cfg: OtpConfig, caps: tuple[Cap, ...], what: str) -> None:
         self.cfg = cfg
         self.caps = caps
         self.what = what  # "SMS" | "wrong codes", for the log
-        self.windows: dict[Cap, dict[str, Window]] = {cap: {} for cap in caps}
         self.refused: Counter[str] = Counter()  # cap key -> refusals, for /metrics
         self._episodes: set[tuple[str, str]] = set()  # (cap, key) full and logged
 
     def limit(self, cap: Cap) -> int:
         return int(getattr(self.cfg, cap.key))
 
-    def full(self, keys: dict[str, str | None], now: float) -> Refused | None:
-        """The first cap that is full for these keys, counted and logged, or None.
-        Looks only (.get): a refused request allocates nothing (spoofed floods)."""
+    def asks(self, keys: dict[str, str | None], now: float) -> list[kept.Ask]:
+        """The counters to read for these keys."""
+        out = []
+        for cap in self.caps:
+            key = keys.get(cap.what)
+            if key is not None:
+                out.append(kept.Ask(cap.key, key,
+                                    bucket_of(now - cap.span, bucket_width(cap))))
+        return out
+
+    def full(self, keys: dict[str, str | None], counts: list[kept.Count],
+             now: float) -> Refused | None:
+        """The first cap that is full for these keys (from `counts`, as read for
+        `asks`), counted and logged, or None."""
+        by_cap: dict[str, list[float]] = {}
+        total: Counter[str] = Counter()
+        for c in counts:
+            span = self._span(c.cap)
+            if span is None or c.first_at <= now - span:
+                continue
+            total[c.cap] += c.hits
+            by_cap.setdefault(c.cap, []).append(c.first_at)
         for cap in self.caps:
             key = keys.get(cap.what)
             if key is None:
                 continue
-            w = self.windows[cap].get(key)
-            if w is None or w.count(now) < self.limit(cap):
+            if total[cap.key] < self.limit(cap):
                 self._episodes.discard((cap.key, key))
                 continue
-            wait = w.oldest() + cap.span - now
+            wait = min(by_cap[cap.key]) + cap.span - now
             self.refused[cap.key] += 1
             if cap.costly and (cap.key, key) not in self._episodes:
+                if len(self._episodes) > 10_000:
+                    self._episodes.clear()
                 self._episodes.add((cap.key, key))
                 shown = "" if cap.what == "global" else f" for {cap.what} {key}"
                 log.warning("[otp] %s reached%s (%d %s in %s): refusing until %.0f s "
@@ -132,21 +172,25 @@ class _Budget:
             return Refused(cap.reason, wait, {"minutes": max(1, round(wait / 60))}, cap.key)
         return None
 
-    def add(self, keys: dict[str, str | None], now: float) -> None:
+    def _span(self, cap_key: str) -> float | None:
+        for cap in self.caps:
+            if cap.key == cap_key:
+                return cap.span
+        return None
+
+    def add(self, keys: dict[str, str | None], now: float) -> list[Op]:
+        """One more event in every cap these keys have (written with the event)."""
+        ops = []
         for cap in self.caps:
             key = keys.get(cap.what)
-            if key is None:
-                continue
-            table = self.windows[cap]
-            w = table.get(key)
-            if w is None:
-                w = table[key] = Window(cap.span)
-            w.events.append(now)
+            if key is not None:
+                ops.append(kept.add(cap.key, key, bucket_of(now, bucket_width(cap)), now))
+        return ops
 
-    def prune(self, now: float) -> None:
-        for table in self.windows.values():
-            for key in [k for k, w in table.items() if not w.count(now)]:
-                del table[key]
+
+def prune(now: float) -> list[Op]:
+    """Forget counters no cap can count any more, and cooldowns long past."""
+    return kept.prune(int(now - DAY) - bucket_width(SMS_CAPS[1]), now - DAY)
 
 
 def _span(seconds: float) -> str:
@@ -154,23 +198,14 @@ def _span(seconds: float) -> str:
 
 
 class SmsLimits(_Budget):
-    """Rules §6 costs money: what a "Get password" press may trigger."""
+    """Rules §6 costs money: what a "Get password" press may trigger. The resend wait
+    is the number's cooldown row, claimed atomically (`store.limits.claim_cooldown`)."""
 
     def __init__(self, cfg: OtpConfig, region_of: Callable[[str], str]) -> None:
         super().__init__(cfg, SMS_CAPS, "SMS")
         self.region_of = region_of
-        self.last_sent: dict[str, float] = {}
 
-    # Names the tests and the HTTP side know the windows by.
-    @property
-    def number_hour(self) -> dict[str, Window]:
-        return self.windows[SMS_CAPS[0]]
-
-    @property
-    def device_hour(self) -> dict[str, Window]:
-        return self.windows[SMS_CAPS[2]]
-
-    def _keys(self, login: str, device: str | None, nas: str | None) -> dict[str, str | None]:
+    def keys(self, login: str, device: str | None, nas: str | None) -> dict[str, str | None]:
         region = self.region_of(login)
         foreign = region != self.cfg.default_region and login.startswith("+")
         return {
@@ -182,25 +217,18 @@ class SmsLimits(_Budget):
             "global": "",
         }
 
-    def check(self, login: str, device: str | None, nas: str | None,
+    def check(self, keys: dict[str, str | None], counts: list[kept.Count],
               now: float) -> Refused | None:
-        last = self.last_sent.get(login)
-        wait_for = self.cfg.resend_after_seconds
-        if last is not None and now - last < wait_for:
-            wait = wait_for - (now - last)
-            return Refused("resend_wait", wait, {"seconds": max(1, round(wait))})
-        return self.full(self._keys(login, device, nas), now)
+        """The resend wait (from the cooldown row read with the counters), then the
+        caps, narrowest first."""
+        for c in counts:
+            if c.cap == "cooldown" and c.first_at > now:
+                return self.resend_wait(c.first_at - now)
+        return self.full(keys, [c for c in counts if c.cap != "cooldown"], now)
 
-    def record(self, login: str, device: str | None, nas: str | None, now: float) -> None:
-        """An SMS was queued for this press: it counts in every window."""
-        self.last_sent[login] = max(now, self.last_sent.get(login, 0.0))
-        self.add(self._keys(login, device, nas), now)
-
-    def prune(self, now: float) -> None:
-        """Forget idle keys so memory follows traffic, not history."""
-        super().prune(now)
-        for key in [k for k, t in self.last_sent.items() if now - t > DAY]:
-            del self.last_sent[key]
+    @staticmethod
+    def resend_wait(wait: float) -> Refused:
+        return Refused("resend_wait", wait, {"seconds": max(1, round(wait))})
 
 
 class GuessLimits(_Budget):
@@ -210,8 +238,6 @@ class GuessLimits(_Budget):
     def __init__(self, cfg: OtpConfig) -> None:
         super().__init__(cfg, GUESS_CAPS, "wrong codes")
 
-    def check(self, device: str | None, nas: str | None, now: float) -> Refused | None:
-        return self.full({"device": device or None, "nas": nas or None}, now)
-
-    def wrong(self, device: str | None, nas: str | None, now: float) -> None:
-        self.add({"device": device or None, "nas": nas or None}, now)
+    @staticmethod
+    def keys(device: str | None, nas: str | None) -> dict[str, str | None]:
+        return {"device": device or None, "nas": nas or None}

@@ -4,42 +4,52 @@
     active --(Stop / NAS restart / reaper / max lifetime / SMS failed)--> expired
     issued --(TTL, too many wrong tries, superseded)--> expired
 
-An expired password never authenticates again (Rules §9). The book keeps the live
-passwords in memory (the hot path is a dict lookup) and every change as writes
-(`radiusd.store.passwords`) that the caller commits through the group-commit store
-before it answers, so the database is the truth after a restart. Codes are sealed at
-rest (`sealing.py`). The limits on asking and guessing are `limits.py`'s; what else
-ends with a password (a voucher's journal entry) is `session_end.py`'s, handed in as
-`ended`.
+An expired password never authenticates again (Rules §9). The database is the truth
+and the enforcer, whichever node a request reaches (issue 12; DESIGN "Policy decides,
+the store enforces"): each login reads the number's live passwords from it (one
+indexed read), compares the code here (PAP or CHAP; codes are sealed at rest,
+`sealing.py`), and asks the store to claim or count atomically (`store.passwords`
+`claim`, `count_wrong`): the rows the store returns decide the answer. Nothing of a
+password is kept in this process between requests, so no node can let a dead
+password in. The limits on asking and guessing are `limits.py`'s (their counters
+are in the database too); what else ends with a password (a voucher's journal
+entry) is `session_end.py`'s, handed in as `ended`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from radiusd import messages, phone
 from radiusd.config import OtpConfig, SmsConfig
 from radiusd.limits import DAY, HOUR, MINUTE, GuessLimits, Refused, SmsLimits, Window
+from radiusd.limits import prune as prune_limits
 from radiusd.sealing import Sealer
+from radiusd.store import challenges
+from radiusd.store import limits as counted
 from radiusd.store import passwords as stored
-from radiusd.store.sqlite import Op
+from radiusd.store.backend import Backend, Op
+from radiusd.store.quick import QuickReads
 
-__all__ = ["DAY", "HOUR", "MINUTE", "Checked", "Issued", "Password", "PasswordBook",
-           "Refused", "Window"]
+__all__ = ["DAY", "HOUR", "MINUTE", "PRUNES", "Checked", "Issued", "Password",
+           "PasswordBook", "Refused", "Window"]
 CLASS_PREFIX = "rd1."  # our Class values (RFC 2865 §5.25)
+PRUNES = 3  # the forgetting writes at the end of every `sweep`
 
 
 @dataclass(slots=True, eq=False)
 class Password:
+    """A live password as one request saw it in the database."""
+
     id: int
     login: str
     kind: str  # phone | voucher
     state: str  # issued | active | expired
-    code: str  # clear text, in memory only
+    code: str  # clear text, in memory for this request only
     language: str
     issued_at: float
     unclaimed_until: float
@@ -52,20 +62,12 @@ class Password:
     request_device: str | None = None
     request_nas: str | None = None
     journal_id: int | None = None
-    expired_at: float | None = None
-    expire_reason: str | None = None
-
-    def save(self) -> Op:
-        return stored.save(id=self.id, state=self.state, claimed_at=self.claimed_at,
-                           device=self.device, nas=self.nas, nas_address=self.nas_address,
-                           class_token=self.class_token, attempts=self.attempts,
-                           expired_at=self.expired_at, expire_reason=self.expire_reason)
 
 
 @dataclass(slots=True)
 class Issued:
     password: Password
-    ops: list[Op]
+    ops: list[Op]  # what was committed with it
 
 
 @dataclass(slots=True)
@@ -74,8 +76,8 @@ class Checked:
 
     password: Password | None
     reason: str  # "" on success, else a messages.TEXTS key
-    ops: list[Op]
-    claimed: bool = False
+    ops: list[Op] = field(default_factory=list)  # committed already
+    claimed: bool = False  # the code is an issued password's: `claim` it
     values: dict[str, Any] = field(default_factory=dict)  # for the reason's text
 
 
@@ -88,248 +90,230 @@ def _nothing_else(pw: Password, at: float) -> list[Op]:
 
 
 class PasswordBook:
-    def __init__(self, cfg: OtpConfig, sms: SmsConfig, sealer: Sealer,
+    def __init__(self, cfg: OtpConfig, sms: SmsConfig, sealer: Sealer, store: Backend,
                  ended: Ended = _nothing_else) -> None:
         self.cfg = cfg
         self.sms = sms
         self.sealer = sealer
+        self.store = store
         self.ended = ended
         self.limits = SmsLimits(cfg, phone.region)
         self.guesses = GuessLimits(cfg)
-        self.issued: dict[str, Password] = {}  # login -> the one unclaimed password
-        self.active: dict[str, list[Password]] = {}  # login -> bound passwords
-        self.by_class: dict[str, Password] = {}
-        self.by_id: dict[int, Password] = {}
-        self.last_code: dict[str, str] = {}  # login -> the code sent last (Rules §9)
-        self.notice: dict[str, str] = {}  # login -> why its password died, to tell once
-        self.vouchers: dict[str, Password] = {}  # live journal vouchers by login
-        self.live_codes: Counter[str] = Counter()  # codes of live passwords (Rules §9)
+        self.quick = QuickReads(store)  # the login's reads, without a thread hop
 
-    # -- loading ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the loop-thread read connection (server stop)."""
+        self.quick.close()
 
-    def load(self, rows: Iterable[stored.PasswordRow],
-             recent: Iterable[stored.Issue] = ()) -> None:
-        """Rebuild from the database: live passwords, and the last day's issues for
-        the limits and for Rules §9 across restarts (each number's newest code, so
-        that the next one differs from it)."""
-        for r in rows:
-            pw = Password(
-                id=r.id, login=r.login, kind=r.kind, state=r.state,
-                code=self.sealer.open(r.secret, b"otp").decode(), language=r.language,
-                issued_at=r.issued_at, unclaimed_until=r.unclaimed_until,
-                claimed_at=r.claimed_at, device=r.device, nas=r.nas,
-                nas_address=r.nas_address, class_token=r.class_token, attempts=r.attempts,
-                request_device=r.request_device, request_nas=r.request_nas,
-                journal_id=r.journal_id,
-            )
-            self._index(pw)
-        newest: dict[str, bytes] = {}
-        for issue in sorted(recent, key=lambda i: i.issued_at):
-            self.limits.record(issue.login, issue.request_device, issue.request_nas,
-                               issue.issued_at)
-            newest[issue.login] = issue.secret
-        for login, secret in newest.items():
+    def password(self, r: stored.PasswordRow, *, open_code: bool = True) -> Password | None:
+        """A row as a `Password`; None when its code does not open with our key."""
+        code = ""
+        if open_code:
             try:
-                self.last_code[login] = self.sealer.open(secret, b"otp").decode()
+                code = self.sealer.open(r.secret, b"otp").decode()
             except ValueError:
-                continue
+                return None
+        return Password(
+            id=r.id, login=r.login, kind=r.kind, state=r.state, code=code,
+            language=r.language, issued_at=r.issued_at, unclaimed_until=r.unclaimed_until,
+            claimed_at=r.claimed_at, device=r.device, nas=r.nas, nas_address=r.nas_address,
+            class_token=r.class_token, attempts=r.attempts, request_device=r.request_device,
+            request_nas=r.request_nas, journal_id=r.journal_id)
 
-    def _index(self, pw: Password) -> None:
-        self.by_id[pw.id] = pw
-        self.live_codes[pw.code] += 1
-        if pw.kind == "voucher":
-            self.vouchers[pw.login] = pw
-        if pw.state == "issued":
-            self.issued[pw.login] = pw
-        elif pw.state == "active":
-            self.active.setdefault(pw.login, []).append(pw)
-            if pw.class_token:
-                self.by_class[pw.class_token] = pw
+    async def live(self, login: str) -> list[Password]:
+        """The live passwords of `login`, as the database has them now."""
+        out = []
+        for r in await stored.live_of(self.store, login, self.quick):
+            pw = self.password(r)
+            if pw is not None:
+                out.append(pw)
+        return out
 
     # -- Rules §5–§6: "Get password" -------------------------------------------------------
 
-    def request(self, login: str, *, device: str | None, nas: str | None, language: str,
-                now: float) -> Issued | Refused:
-        refused = self.limits.check(login, device, nas, now)
+    async def request(self, login: str, *, device: str | None, nas: str | None,
+                      language: str, now: float, extra: list[Op] | None = None
+                      ) -> Issued | Refused:
+        """Apply the limits, then issue and queue the SMS in one transaction (with
+        ``extra``, e.g. the Access-Challenge State). The resend wait is claimed in the
+        database first: of concurrent presses for one number, on any nodes, one wins."""
+        keys = self.limits.keys(login, device, nas)
+        counts = await counted.counts(self.store, self.limits.asks(keys, now),
+                                      cooldown_of=login, quick=self.quick)
+        refused = self.limits.check(keys, counts, now)
         if refused is not None:
             return refused
-        self.limits.record(login, device, nas, now)
-        ops: list[Op] = []
-        old = self.issued.get(login)
-        if old is not None:
-            ops += self.expire(old, now, "superseded")
-        code = self._new_code(login)
-        self.last_code[login] = code
-        self.notice.pop(login, None)
+        wait = self.cfg.resend_after_seconds
+        (won,) = await self.store.run([counted.claim_cooldown(login, now + wait, now)])
+        if not won:
+            return self.limits.resend_wait(wait)
+        ops: list[Op] = [stored.supersede(login, now)]
+        code, tag = await self._new_code(login)
         pw = Password(
             id=secrets.randbits(62), login=login, kind="phone", state="issued", code=code,
             language=language, issued_at=now, unclaimed_until=now + self.cfg.ttl_seconds,
             request_device=device, request_nas=nas,
         )
-        self._index(pw)
         ops.append(stored.insert(
             id=pw.id, login=login, kind="phone", state="issued",
             secret=self.sealer.seal(code.encode(), b"otp"), language=language, issued_at=now,
             unclaimed_until=pw.unclaimed_until, request_device=device, request_nas=nas,
-            journal_id=None))
+            journal_id=None, code_tag=tag))
         text = messages.sms_text(language, code, {str(k): v for k, v in self.sms.templates.items()})
         ops.append(stored.queue_sms(id=secrets.randbits(62), password_id=pw.id, recipient=login,
                                     body=self.sealer.seal(text.encode(), b"sms"), at=now))
+        ops += self.limits.add(keys, now)
+        ops += extra or []
+        await self.store.write(ops)
         return Issued(pw, ops)
 
-    def _new_code(self, login: str) -> str:
+    async def _new_code(self, login: str) -> tuple[str, str]:
+        """Rules §9: a new password each time: never this number's previous one, nor one
+        that is live for anybody (by its keyed tag, whichever node issued it)."""
+        newest = await stored.newest_of(self.store, login)
+        last_tag = newest.code_tag if newest is not None else None
+        last_code = None
+        if newest is not None and last_tag is None:  # issued before the tags
+            with contextlib.suppress(ValueError):
+                last_code = self.sealer.open(newest.secret, b"otp").decode()
         n = self.cfg.length
         while True:
             code = "".join(secrets.choice("0123456789") for _ in range(n))
-            # Rules §9: a new password each time: never this number's previous one,
-            # nor one that is live for anybody.
-            if code != self.last_code.get(login) and code not in self.live_codes:
-                return code
+            tag = self.sealer.tag(code.encode())
+            if tag == last_tag or code == last_code:
+                continue
+            if not await stored.tag_live(self.store, tag):
+                return code, tag
 
     # -- Rules §7: login ----------------------------------------------------------------
 
-    def check(self, login: str, matches: Matcher, device: str | None, nas: str | None,
-              now: float) -> Checked:
+    async def check(self, login: str, matches: Matcher, device: str | None, nas: str | None,
+                    now: float) -> Checked:
         """Does this code open this login on this device (Rules §7)?
 
         Every failed attempt counts, whatever the packet proves (signed or not, PAP or
         CHAP, bound device or not): one wrong try against every live password of the
         number, which dies at `max_attempts` like an issued one, and one against the
-        device and the NAS (`GuessLimits`), past whose caps nothing is compared.
+        device and the NAS (`GuessLimits`), past whose caps nothing is compared. The
+        counts are the database's (`count_wrong`), so guesses through every node add up.
         """
         ops: list[Op] = []
         actives: list[Password] = []
-        for pw in list(self.active.get(login, ())):
-            if now >= pw.issued_at + self.cfg.max_lifetime_seconds:
-                ops += self.expire(pw, now, "max_lifetime")
-                continue
-            actives.append(pw)
+        issued: list[Password] = []
+        lifetime = self.cfg.max_lifetime_seconds
+        for pw in await self.live(login):
+            dead = now >= pw.issued_at + lifetime
+            if pw.state == "active":
+                if dead:
+                    ops += self.expire(pw, now, "max_lifetime")
+                    continue
+                actives.append(pw)
+            elif dead or now >= pw.unclaimed_until:
+                ops += self.expire(pw, now, "ttl")
+            else:
+                issued.append(pw)
+        if len(issued) > 1:
+            # Issued concurrently (nodes that each superseded what they saw): only the
+            # newest is the number's password (Rules §9), whatever the order of commits.
+            issued.sort(key=lambda pw: (pw.issued_at, pw.id))
+            for old in issued[:-1]:
+                ops += self.expire(old, now, "superseded")
+            issued = issued[-1:]
+        for pw in actives:
             # Rules §7-§8: a bound password opens only its own device. From another
             # device the code is not even compared, so the answer tells a guesser
             # nothing.
             if pw.device == device and matches(pw.code):
                 # Still connected: re-authentication (pfSense, Session-Timeout).
+                await self.store.write(ops)
                 return Checked(pw, "", ops)
-        issued = self.issued.get(login)
-        if issued is not None and (now >= issued.unclaimed_until
-                                   or now >= issued.issued_at + self.cfg.max_lifetime_seconds):
-            ops += self.expire(issued, now, "ttl")
-            issued = None
-        capped = self.guesses.check(device, nas, now)
+        guess_keys = self.guesses.keys(device, nas)
+        counts = await counted.counts(self.store, self.guesses.asks(guess_keys, now),
+                                      quick=self.quick)
+        capped = self.guesses.full(guess_keys, counts, now)
         if capped is not None:
             # Past the guess budget: nothing more is compared. What was compared (a
             # password bound to this very device) still counts.
-            ops += self._wrong([pw for pw in actives if pw.device == device], now)
+            await self._wrong([pw for pw in actives if pw.device == device], now, ops)
             return Checked(None, capped.reason, ops, values=capped.values)
-        if issued is not None and matches(issued.code):
-            return Checked(issued, "", ops, claimed=True)
-        live = actives + ([issued] if issued is not None else [])
-        self.guesses.wrong(device, nas, now)
-        burned = self._wrong(live, now)
-        ops += burned
-        if any(pw.state == "expired" for pw in live):
+        for pw in issued:
+            if matches(pw.code):
+                await self.store.write(ops)
+                return Checked(pw, "", ops, claimed=True)
+        live = actives + issued
+        ops += self.guesses.add(guess_keys, now)
+        if await self._wrong(live, now, ops):
             return Checked(None, "too_many_attempts", ops)
         if live:
             # A live password and a wrong code (or another device): "wrong password",
             # not "no longer valid", which would be false.
             return Checked(None, "wrong_password", ops)
-        return Checked(None, self.notice.pop(login, "password_expired"), ops)
+        newest = await stored.newest_of(self.store, login)
+        if newest is not None and newest.expire_reason == "sms_failed":
+            return Checked(None, "sms_failed", ops)  # Rules §6: say why, not "expired"
+        return Checked(None, "password_expired", ops)
 
-    def _wrong(self, passwords: list[Password], now: float) -> list[Op]:
-        """One wrong try against each; `max_attempts` burns it (Rules §7), a bound one
-        included: its session ends with it (Disconnect-Request where the NAS allows)."""
-        ops: list[Op] = []
-        for pw in passwords:
-            pw.attempts += 1
-            if pw.attempts >= self.cfg.max_attempts:
-                ops += self.expire(pw, now, "attempts")
-            else:
-                ops.append(pw.save())
-        return ops
+    async def _wrong(self, passwords: list[Password], now: float, ops: list[Op]) -> bool:
+        """One wrong try against each, committed with ``ops``; `max_attempts` burns it
+        (Rules §7), a bound one included: its session ends with it. True when this
+        try burned one."""
+        counts = [stored.count_wrong(pw.id, self.cfg.max_attempts, now) for pw in passwords]
+        if not counts:
+            await self.store.write(ops)
+            return False
+        results = await self.store.run(ops + counts)
+        burned = [pw for pw, rows in zip(passwords, results[len(ops):], strict=True)
+                  if rows and rows[0][0] == "expired"]
+        after: list[Op] = []
+        for pw in burned:
+            pw.state = "expired"
+            after += self.ended(pw, now)
+        await self.store.write(after)
+        return bool(burned)
 
-    def claim(self, pw: Password, *, device: str | None, nas: str, nas_address: str,
-              now: float) -> list[Op]:
-        """First success: bind to the device and NAS (Rules §7-§8)."""
-        self.issued.pop(pw.login, None)
+    async def claim(self, pw: Password, *, device: str | None, nas: str, nas_address: str,
+                    now: float) -> bool:
+        """First success: bind to the device and NAS (Rules §7-§8), once, in the
+        database: False when another request (any node) claimed, burned or ended it
+        first."""
+        token = CLASS_PREFIX + secrets.token_hex(12)
+        (rows,) = await self.store.run([stored.claim(
+            id=pw.id, device=device, nas=nas, nas_address=nas_address, class_token=token,
+            max_attempts=self.cfg.max_attempts, now=now,
+            born_after=now - self.cfg.max_lifetime_seconds)])
+        if not rows:
+            return False
         pw.state = "active"
         pw.claimed_at = now
         pw.device = device
         pw.nas = nas
         pw.nas_address = nas_address
-        pw.class_token = CLASS_PREFIX + secrets.token_hex(12)
-        self.active.setdefault(pw.login, []).append(pw)
-        self.by_class[pw.class_token] = pw
-        return [pw.save()]
+        pw.class_token = token
+        return True
 
     # -- Rules §8-§9: expiry ------------------------------------------------------------
 
-    def forget(self, pw: Password) -> None:
-        """Drop from memory without writing: the database already says it is dead
-        (a voucher whose journal entry was closed by hand)."""
-        self._unindex(pw)
-        pw.state = "expired"
-
-    def _unindex(self, pw: Password) -> None:
-        if self.issued.get(pw.login) is pw:
-            del self.issued[pw.login]
-        actives = self.active.get(pw.login)
-        if actives and pw in actives:
-            actives.remove(pw)
-            if not actives:
-                del self.active[pw.login]
-        if pw.class_token:
-            self.by_class.pop(pw.class_token, None)
-        if self.vouchers.get(pw.login) is pw:
-            del self.vouchers[pw.login]
-        if self.by_id.pop(pw.id, None) is not None:
-            self.live_codes[pw.code] -= 1
-            if self.live_codes[pw.code] <= 0:
-                del self.live_codes[pw.code]
-
     def expire(self, pw: Password, now: float, reason: str) -> list[Op]:
-        """The one way a password ends (Rules §8-§9), with what ends with it."""
-        if pw.state == "expired":
-            return []
-        self._unindex(pw)
-        if reason == "sms_failed":
-            self.notice[pw.login] = "sms_failed"
+        """The one way a password ends (Rules §8-§9), with what ends with it. The write
+        changes nothing when it is dead already (another node ended it first)."""
         pw.state = "expired"
-        pw.expired_at = now
-        pw.expire_reason = reason
-        return [pw.save(), *self.ended(pw, now)]
-
-    def expire_id(self, password_id: int, now: float, reason: str) -> list[Op]:
-        pw = self.by_id.get(password_id)
-        if pw is None:
-            # Not live here (already expired, or never loaded): make sure it stays dead.
-            return [stored.expire_by_id(password_id, now, reason)]
-        return self.expire(pw, now, reason)
+        return [stored.expire_by_id(pw.id, now, reason), *self.ended(pw, now)]
 
     def expire_class(self, class_token: str, now: float, reason: str) -> list[Op]:
-        """The password our Class value names is dead (Rules §8). Not live here (dead
-        in memory already): say so to the database again, so that if the write that
-        expired it failed, the NAS's retransmission lands it now instead of the
-        password coming back to life at the next start."""
-        pw = self.by_class.get(class_token)
-        if pw is None:
-            return [stored.expire_by_class(class_token, now, reason)]
-        return self.expire(pw, now, reason)
+        """The password our Class value names is dead (Rules §8), whatever was read."""
+        return [stored.expire_by_class(class_token, now, reason)]
 
     def sms_gave_up(self, password_id: int, now: float) -> list[Op]:
         """Rules §6: a password whose SMS never left is never silently valid. One
         already in use proves its SMS arrived (a "delivery unknown" row), so it stays."""
-        pw = self.by_id.get(password_id)
-        if pw is not None and pw.state == "active":
-            return []
-        return self.expire_id(password_id, now, "sms_failed")
+        return [stored.expire_issued(password_id, now, "sms_failed")]
 
-    def sweep(self, now: float) -> list[Op]:
-        """Expire what time alone has killed: unclaimed TTL and max lifetime."""
+    async def sweep(self, now: float) -> list[Op]:
+        """Expire what time alone has killed (unclaimed TTL, max lifetime), and forget
+        counters, cooldowns and States that can no longer count."""
         ops: list[Op] = []
-        for pw in list(self.by_id.values()):
-            if (pw.state == "issued" and now >= pw.unclaimed_until) or \
-                    now >= pw.issued_at + self.cfg.max_lifetime_seconds:
-                ops += self.expire(pw, now, "ttl" if pw.state == "issued" else "max_lifetime")
-        self.limits.prune(now)
-        self.guesses.prune(now)
-        return ops
+        for r in await stored.dying(self.store, now, now - self.cfg.max_lifetime_seconds):
+            pw = self.password(r, open_code=False)
+            assert pw is not None
+            ops += self.expire(pw, now, "ttl" if r.state == "issued" else "max_lifetime")
+        return ops + prune_limits(now) + [challenges.prune(now)]

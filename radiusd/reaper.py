@@ -13,7 +13,7 @@ import logging
 
 from radiusd.clock import Clock
 from radiusd.config import Config
-from radiusd.otp import PasswordBook
+from radiusd.otp import PRUNES, PasswordBook
 from radiusd.session_end import SessionEnd
 from radiusd.store import sessions
 from radiusd.store.backend import Backend, Op
@@ -37,16 +37,19 @@ class Reaper:
         """One pass; returns how many sessions and passwords it ended."""
         now = self.clock.now()
         cutoff = now - self.config.accounting.stale_after()
-        rows = await sessions.stale(self.store, cutoff)
+        # Closed in the database, once: whichever nodes reap, each acts only on the
+        # sessions it closed itself (issue 12).
+        rows = await sessions.close_stale_sessions(self.store, cutoff)
         ops: list[Op] = []
         for r in rows:
-            ops.append(sessions.close_stale(r.unique_id))
-            ops += self.ends.end_session(r.class_token, r.login, r.device, now, "stale_session")
-        ops += self.book.sweep(now)
-        if ops:
-            await self.store.write(ops)
-            log.info("reaper: closed %d stale session(s), %d write(s)", len(rows), len(ops))
-        return len(ops)
+            ops += await self.ends.end_session(r.class_token, r.login, r.device, now,
+                                               "stale_session")
+        ended = await self.book.sweep(now)
+        await self.store.write(ops + ended)
+        done = len(rows) + len(ops) + len(ended) - PRUNES
+        if done:
+            log.info("reaper: closed %d stale session(s), %d write(s)", len(rows), done)
+        return done
 
     async def run(self) -> None:
         interval = self.config.accounting.reaper_interval_seconds

@@ -192,13 +192,14 @@ async def test_refused_requests_do_not_grow_the_rate_limit_tables(
     async with otp_server(tmp_path, clock, otp={"global_per_minute": 1}) as server:
         nas = nas_of(server)
         await get_password(nas)
-        before = len(server.book.limits.number_hour)
+        counters = ("SELECT COUNT(*) FROM limit_counts WHERE cap = ?")
+        before = (await server.store.fetchone(counters, ("per_number_hourly",)))[0]
         for i in range(20):
             answer = await get_password(nas, f"8 701 555 00 {i:02d}",
                                         mac=f"AA-BB-CC-DD-00-{i:02d}")
             assert reply_message(answer) == "The service is busy. Try again in a minute"
-        assert len(server.book.limits.number_hour) == before
-        assert len(server.book.limits.device_hour) == 1
+        assert (await server.store.fetchone(counters, ("per_number_hourly",)))[0] == before
+        assert (await server.store.fetchone(counters, ("per_device_hourly",)))[0] == 1
 
 
 async def test_other_accounting_types_are_acknowledged(

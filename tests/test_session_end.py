@@ -76,25 +76,27 @@ def test_session_and_password_statements_never_walk_history(tmp_path: Path) -> N
 
 
 async def test_a_restart_remembers_the_newest_of_the_days_codes(
-        tmp_path: Path, clock: ManualClock) -> None:
+        tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rules §9 across a restart: of two codes sent to a number today, the later one
     is what the next code must differ from, and both count toward its limits."""
     otp = {"resend_after_seconds": 0, "per_number_hourly": 3}
     async with otp_server(tmp_path, clock, otp=otp) as server:
         codes = []
         for _ in range(2):
-            issued = server.book.request(PHONE, device=None, nas="t", language="en",
-                                         now=clock.now())
+            issued = await server.book.request(PHONE, device=None, nas="t", language="en",
+                                               now=clock.now())
             assert isinstance(issued, Issued)
-            await server.auth._commit_issue(issued)
             codes.append(issued.password.code)
             clock.advance(120)
+    offered = iter(list(codes[1]) + list(codes[0]))  # the newest code first, then the older
+    monkeypatch.setattr("radiusd.otp.secrets.choice", lambda _seq: next(offered))
     async with otp_server(tmp_path, clock, otp=otp) as server:
-        assert server.book.last_code[PHONE] == codes[1]
-        third = server.book.request(PHONE, device=None, nas="t", language="en", now=clock.now())
+        third = await server.book.request(PHONE, device=None, nas="t", language="en",
+                                          now=clock.now())
         assert isinstance(third, Issued)
-        fourth = server.book.request(PHONE, device=None, nas="t", language="en",
-                                     now=clock.now())
+        assert third.password.code == codes[0] != codes[1]
+        fourth = await server.book.request(PHONE, device=None, nas="t", language="en",
+                                           now=clock.now())
         assert getattr(fourth, "reason", None) == "number_limit"
 
 

@@ -47,13 +47,7 @@ async def test_writes_are_read_back_by_position_and_by_name(store: Backend) -> N
                                 ("none",)) is None
 
 
-def _needs_run(store: Backend) -> None:
-    if not hasattr(store, "run"):  # SQLite's `run` comes with the rules branch (issue 12)
-        pytest.skip("this store has no run() yet")
-
-
 async def test_run_returns_each_ops_rows_in_order(store: Backend) -> None:
-    _needs_run(store)
     rows = await store.run([
         (NEW_SESSION + " RETURNING unique_id", ("u1", "s1", 1.0)),
         ("UPDATE sessions SET updated_at = ? WHERE unique_id = ?", (2.0, "u1")),
@@ -72,7 +66,6 @@ async def test_concurrent_writers_share_commits_and_all_land(store: Backend) -> 
 
 
 async def test_a_bad_op_fails_its_own_write_only(store: Backend) -> None:
-    _needs_run(store)
     await store.write([(NEW_SESSION, ("taken", "s", 0.0))])
     results = await asyncio.gather(
         store.write([(NEW_SESSION, ("a", "s", 1.0))]),

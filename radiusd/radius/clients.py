@@ -7,6 +7,7 @@ FreeRADIUS's `client` sections are. Results are cached per address.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from radiusd.config import ClientConfig
@@ -22,7 +23,8 @@ class Client:
     otp_request: str
     # FreeRADIUS 3.2.5 "auto": once this client has sent a Message-Authenticator it
     # is required from the whole client (every address of a CIDR entry), so a spoofer
-    # cannot pick a neighbouring address. Kept in memory: a restart re-arms it.
+    # cannot pick a neighbouring address. Persisted by name (`store.clients`), so a
+    # restart does not re-arm it: `ClientTable.restore` at start, `latch` once.
     ma_latched: bool = False
 
     def requires_message_authenticator(self) -> bool:
@@ -66,6 +68,21 @@ class ClientTable:
         entries.sort(key=lambda e: e[0].prefixlen, reverse=True)
         self._entries = entries
         self._cache: dict[str, Client | None] = {}
+        self.on_latch: Callable[[Client], None] = lambda client: None
+
+    def restore(self, latched: Iterable[str]) -> None:
+        """The clients that signed before (this node or another): latched again."""
+        names = set(latched)
+        for client in self.clients:
+            if client.name in names:
+                client.ma_latched = True
+
+    def latch(self, client: Client) -> None:
+        """This client signed an Access-Request: latch it, and tell `on_latch` (which
+        persists it) the first time only."""
+        if not client.ma_latched:
+            client.ma_latched = True
+            self.on_latch(client)
 
     def find(self, host: str) -> Client | None:
         try:

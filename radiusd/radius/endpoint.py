@@ -184,7 +184,7 @@ class Endpoint:
             if not message_authenticator_ok(packet, secret):
                 return "bad_message_authenticator"
             if code == Code.ACCESS_REQUEST and not client.ma_latched:
-                client.ma_latched = True
+                self.clients.latch(client)
                 if client.require_message_authenticator == "auto":
                     log.info("client %s sent a Message-Authenticator (from %s): it is "
                              "required from this client from now on", client.name, host)

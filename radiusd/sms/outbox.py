@@ -49,6 +49,7 @@ from radiusd.store.backend import Backend, Op
 log = logging.getLogger("radiusd.sms.outbox")
 
 GiveUp = Callable[[int, float], list[Op]]
+Row = kept.DueSms | kept.Abandoned
 
 
 class OutboxWorker:
@@ -156,31 +157,51 @@ class OutboxWorker:
         due = [r for r in rows if now - r.created_at < self.max_age]
         ops: list[Op] = [kept.cancel(r.id) for r in dead]
         self.counts["cancelled"] += len(dead)
-        for r in expired:
-            ops += self._give_up(r, now, "max_age: not sent in time")
         await self.store.write(ops)
+        await self._give_up_once([(r, kept.fail_queued(r.id, "max_age: not sent in time"))
+                                  for r in expired], now)
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(row: kept.DueSms) -> None:
             async with limit:
                 # Claimed one by one, just before sending (concurrent claims share a
-                # commit): a crash leaves at most `concurrency` rows in doubt.
-                await self.store.write([kept.claim(row.id, self.clock.now() + self.lease)])
-                await self._deliver(row)
+                # commit): a crash leaves at most `concurrency` rows in doubt. Another
+                # worker (another node) may have claimed it since we read it: then the
+                # claim returns nothing and it is not ours to send (issue 12).
+                (mine,) = await self.store.run([kept.claim(row.id,
+                                                           self.clock.now() + self.lease)])
+                if mine:
+                    await self._deliver(row)
 
         await asyncio.gather(*(one(r) for r in due))
         return handled + len(rows) + len(dead)
 
     async def _recover_abandoned(self, now: float) -> int:
         rows = await kept.abandoned(self.store, now)
-        ops: list[Op] = []
-        for r in rows:
+        why = "interrupted while sending: delivery unknown"
+        mine = await self._give_up_once([(r, kept.fail_abandoned(r.id, why, now))
+                                         for r in rows], now)
+        for r in mine:
             log.warning("SMS %d to %s: a process stopped while sending it; it may or may "
                         "not have gone, so it is not sent again and its password is "
                         "voided", r.id, mask(r.recipient))
-            ops += self._give_up(r, now, "interrupted while sending: delivery unknown")
-        await self.store.write(ops)
         return len(rows)
+
+    async def _give_up_once(self, fails: list[tuple[Row, Op]], now: float) -> list[Row]:
+        """Give up rows that every node's worker may see: each row's conditional
+        `failed` returns it to one worker only, which alone voids its password."""
+        if not fails:
+            return []
+        results = await self.store.run([op for _, op in fails])
+        mine = [row for (row, op), got in zip(fails, results, strict=True) if got]
+        ops: list[Op] = []
+        for row, op in fails:
+            if row in mine:
+                log.warning("SMS %d to %s not delivered, password voided: %s",
+                            row.id, mask(row.recipient), op[1][0])
+                ops += self.on_give_up(row.password_id, now)
+        await self.store.write(ops)
+        return mine
 
     async def _deliver(self, row: kept.DueSms) -> None:
         try:

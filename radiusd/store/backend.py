@@ -23,7 +23,7 @@ Rows support `r[0]` and `r["column"]` on both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from radiusd.health import Health
 
@@ -113,9 +113,7 @@ def for_config(database: DatabaseConfig, health: Health, clock: Clock) -> Backen
         return PgStore(database.url, database.pool_size, database.batch_max, health, clock)
     from radiusd.store.sqlite import Store
 
-    # SQLite's `run` comes with the store rules (issue 12, another branch); until then
-    # it satisfies everything but that.
-    return cast(Backend, Store(database.path, database.batch_max, health, clock))
+    return Store(database.path, database.batch_max, health, clock)
 
 
 def describe(database: DatabaseConfig) -> str:

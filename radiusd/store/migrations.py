@@ -269,6 +269,42 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX journal_voucher ON journal(voucher_login) WHERE voucher_login IS NOT NULL;
     """,
+    # 8: every rule holds across nodes (issue 12 item 3): the database, not a node's
+    # memory, keeps the per-number cooldown (otp_cooldowns), the SMS and guess caps
+    # (limit_counts: one row per cap, key and time bucket), the Access-Challenge
+    # States (challenges), the "auto" Message-Authenticator latch (client_latches)
+    # and, per password, a keyed tag of its code (Rules §9: a new code is never one
+    # that is live, nor the number's previous one, whichever node issued them).
+    # portable: run as-is on PostgreSQL too
+    """
+    ALTER TABLE passwords ADD COLUMN code_tag TEXT;
+    CREATE INDEX passwords_code_tag ON passwords(code_tag) WHERE state != 'expired';
+    CREATE INDEX passwords_login_issued ON passwords(login, issued_at);
+    CREATE TABLE otp_cooldowns (
+        login       TEXT PRIMARY KEY,
+        until_at    DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX otp_cooldowns_until ON otp_cooldowns(until_at);
+    CREATE TABLE limit_counts (
+        cap         TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        bucket      BIGINT NOT NULL,
+        first_at    DOUBLE PRECISION NOT NULL,
+        hits        INTEGER NOT NULL,
+        PRIMARY KEY (cap, key, bucket)
+    );
+    CREATE INDEX limit_counts_bucket ON limit_counts(bucket);
+    CREATE TABLE challenges (
+        state       TEXT PRIMARY KEY,
+        login       TEXT NOT NULL,
+        expires_at  DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX challenges_expires ON challenges(expires_at);
+    CREATE TABLE client_latches (
+        client      TEXT PRIMARY KEY,
+        latched_at  DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 

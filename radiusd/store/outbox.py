@@ -49,9 +49,22 @@ _CANCEL = """
 UPDATE sms_outbox SET state = 'cancelled', last_error = 'password expired before sending'
 WHERE id = ? AND state = 'queued'
 """
+# Issue 12: claims and give-ups re-check the state in the statement and return the
+# row only to the one worker (of any node) whose statement changed it; SQLite's one
+# writer and PostgreSQL's row locks make that exactly once, SKIP LOCKED or not.
 _CLAIM = """
 UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?
 WHERE id = ? AND state = 'queued'
+RETURNING id
+"""
+_FAIL_QUEUED = """
+UPDATE sms_outbox SET state = 'failed', last_error = ? WHERE id = ? AND state = 'queued'
+RETURNING id
+"""
+_FAIL_ABANDONED = """
+UPDATE sms_outbox SET state = 'failed', last_error = ?
+WHERE id = ? AND state = 'sending' AND next_attempt_at <= ?
+RETURNING id
 """
 _SENT = """
 UPDATE sms_outbox SET state = 'sent', sent_at = ?, provider_ref = ?, last_error = NULL
@@ -121,8 +134,19 @@ def cancel(sms_id: int) -> Op:
 
 
 def claim(sms_id: int, lease_until: float) -> Op:
-    """Committed before the provider is called: at most once per press."""
+    """Committed before the provider is called: at most once per press. Run it with
+    `Store.run`: a row back means this worker has it; none, another one took it."""
     return (_CLAIM, (lease_until, sms_id))
+
+
+def fail_queued(sms_id: int, error: str) -> Op:
+    """Given up before sending (too old): returns the row only to the one who did."""
+    return (_FAIL_QUEUED, (error[:500], sms_id))
+
+
+def fail_abandoned(sms_id: int, error: str, now: float) -> Op:
+    """Given up after a lost send (its lease ran out): returns the row only once."""
+    return (_FAIL_ABANDONED, (error[:500], sms_id, now))
 
 
 def sent(sms_id: int, at: float, ref: str | None) -> list[Op]:
@@ -163,5 +187,7 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("outbox.sent_part", _PART, (1, "M1")),
     ("outbox.retry", _RETRY, (2.0, "HTTP 503", 1)),
     ("outbox.failed", _FAILED, ("HTTP 403", 1)),
+    ("outbox.fail_queued", _FAIL_QUEUED, ("max_age", 1)),
+    ("outbox.fail_abandoned", _FAIL_ABANDONED, ("lost", 1, 0.0)),
     ("outbox.receipt", _RECEIPT, ("DELIVRD", 0.0, "M1", "M1")),
 ]

@@ -9,32 +9,67 @@ Every statement is answered from an index over live rows or a bounded time range
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from radiusd.store.backend import Backend, Op
+from radiusd.store.quick import QuickReads
 
 _COLUMNS = (
     "id, login, kind, state, secret, language, issued_at, unclaimed_until, claimed_at, "
     "device, nas, nas_address, class_token, attempts, request_device, request_nas, journal_id"
 )
-# `state != 'expired'` makes the partial index `passwords_live` usable, the IN turns
-# its scan into a search (issued and active are the only other states).
-_LIVE = (f"SELECT {_COLUMNS} FROM passwords "
-         "WHERE state != 'expired' AND state IN ('issued', 'active')")
 _LIVE_VOUCHER = (f"SELECT {_COLUMNS} FROM passwords "
                  "WHERE login = ? AND state IN ('issued', 'active') AND kind = 'voucher'")
-_ISSUED_SINCE = ("SELECT login, request_device, request_nas, issued_at, secret FROM passwords "
-                 "WHERE issued_at > ? AND kind = 'phone' ORDER BY issued_at")
 _INSERT = """
 INSERT INTO passwords (id, login, kind, state, secret, language, issued_at, unclaimed_until,
-    request_device, request_nas, journal_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    request_device, request_nas, journal_id, code_tag)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-_SAVE = """
-UPDATE passwords SET state = ?, claimed_at = ?, device = ?, nas = ?, nas_address = ?,
-    class_token = ?, attempts = ?, expired_at = ?, expire_reason = ?
-WHERE id = ?
+# Issue 12: the login path reads the number's live passwords from the database at
+# every request (`passwords_login`), so what any node did is what this one sees.
+_LIVE_OF = (f"SELECT {_COLUMNS} FROM passwords "
+            "WHERE login = ? AND state IN ('issued', 'active')")
+# Rules §9: the number's newest password (its code must not come again), and whether
+# a code is live for anybody, by its keyed tag (`passwords_code_tag`).
+_NEWEST_OF = ("SELECT code_tag, secret, state, expire_reason FROM passwords "
+              "WHERE login = ? ORDER BY issued_at DESC LIMIT 1")
+_TAG_LIVE = "SELECT 1 FROM passwords WHERE code_tag = ? AND state != 'expired' LIMIT 1"
+_BY_CLASS = (f"SELECT {_COLUMNS} FROM passwords "
+             "WHERE class_token = ? AND state != 'expired'")
+_ACTIVE_AT_NAS = (f"SELECT {_COLUMNS} FROM passwords WHERE state != 'expired' "
+                  "AND state = 'active' AND nas = ? AND nas_address = ?")
+_DYING = (f"SELECT {_COLUMNS} FROM passwords "
+          "WHERE state != 'expired' AND state IN ('issued', 'active') "
+          "AND ((state = 'issued' AND unclaimed_until <= ?) OR issued_at <= ?)")
+# The rules as one statement each (issue 12: the database enforces them, whichever
+# node asks; `Store.run` returns what they changed).
+_CLAIM = """
+UPDATE passwords SET state = 'active', claimed_at = ?, device = ?, nas = ?, nas_address = ?,
+    class_token = ?
+WHERE id = ? AND state = 'issued' AND attempts < ? AND unclaimed_until > ? AND issued_at > ?
+RETURNING id
+"""
+_COUNT_WRONG = """
+UPDATE passwords SET attempts = attempts + 1,
+    state = CASE WHEN attempts + 1 >= ? THEN 'expired' ELSE state END,
+    expired_at = CASE WHEN attempts + 1 >= ? THEN ? ELSE expired_at END,
+    expire_reason = CASE WHEN attempts + 1 >= ? THEN 'attempts' ELSE expire_reason END
+WHERE id = ? AND state != 'expired'
+RETURNING state
+"""
+_EXPIRE_ISSUED = """
+UPDATE passwords SET state = 'expired', expired_at = ?, expire_reason = ?
+WHERE id = ? AND state = 'issued'
+"""
+_SUPERSEDE = """
+UPDATE passwords SET state = 'expired', expired_at = ?, expire_reason = 'superseded'
+WHERE login = ? AND state = 'issued' AND kind = 'phone'
+"""
+_EXPIRE_AT_NAS = """
+UPDATE passwords SET state = 'expired', expired_at = ?, expire_reason = ?
+WHERE state != 'expired' AND state = 'active' AND nas = ? AND nas_address = ?
 """
 _EXPIRE_BY_CLASS = """
 UPDATE passwords SET state = 'expired', expired_at = ?, expire_reason = ?
@@ -76,23 +111,86 @@ class PasswordRow:
     journal_id: int | None
 
 
-class Issue(NamedTuple):
-    """A phone password issued recently: what the SMS limits and Rules §9 remember."""
-
-    login: str
-    request_device: str | None
-    request_nas: str | None
-    issued_at: float
-    secret: bytes
-
-
 def _row(r: Any) -> PasswordRow:
     return PasswordRow(*(r[i] for i in range(17)))
 
 
-async def live(db: Backend) -> list[PasswordRow]:
-    """Every password not expired (start-up): read along `passwords_live`."""
-    return [_row(r) for r in await db.fetchall(_LIVE)]
+async def live_of(db: Backend, login: str, quick: QuickReads | None = None
+                  ) -> list[PasswordRow]:
+    """The live passwords of `login` (issued and active), as the database has them
+    (on the loop's thread through ``quick`` when it can)."""
+    rows: Sequence[Any] | None = quick.fetchall(_LIVE_OF, (login,)) if quick else None
+    if rows is None:
+        rows = await db.fetchall(_LIVE_OF, (login,))
+    return [_row(r) for r in rows]
+
+
+class Newest(NamedTuple):
+    """A number's newest password: its code's tag and sealed code, and how it ended."""
+
+    code_tag: str | None
+    secret: bytes
+    state: str
+    expire_reason: str | None
+
+
+async def newest_of(db: Backend, login: str) -> Newest | None:
+    r = await db.fetchone(_NEWEST_OF, (login,))
+    return None if r is None else Newest(r[0], r[1], r[2], r[3])
+
+
+async def tag_live(db: Backend, code_tag: str) -> bool:
+    """Is a code with this tag live for anybody (Rules §9)?"""
+    return await db.fetchone(_TAG_LIVE, (code_tag,)) is not None
+
+
+async def by_class(db: Backend, class_token: str) -> PasswordRow | None:
+    """The live password our Class value names (Rules §8)."""
+    r = await db.fetchone(_BY_CLASS, (class_token,))
+    return None if r is None else _row(r)
+
+
+async def active_at_nas(db: Backend, nas: str, nas_address: str) -> list[PasswordRow]:
+    """The passwords bound to a NAS (its Accounting-On/Off, RFC 2866 §5.1)."""
+    return [_row(r) for r in await db.fetchall(_ACTIVE_AT_NAS, (nas, nas_address))]
+
+
+async def dying(db: Backend, now: float, born_before: float) -> list[PasswordRow]:
+    """Live passwords that time alone has killed: unclaimed past their TTL at `now`, or
+    issued before `born_before` (max lifetime). Along `passwords_live`."""
+    rows = await db.fetchall(_DYING, (now, born_before), slow=True)
+    return [_row(r) for r in rows]
+
+
+def claim(*, id: int, device: str | None, nas: str, nas_address: str, class_token: str,
+          max_attempts: int, now: float, born_after: float) -> Op:
+    """Rules §7-§8: bind an issued password to this device, once: returns its id only
+    if it was still issued, unclaimed, in time and not burned (`Store.run`)."""
+    return (_CLAIM, (now, device, nas, nas_address, class_token, id, max_attempts, now,
+                     born_after))
+
+
+def count_wrong(id: int, max_attempts: int, now: float) -> Op:
+    """Rules §7: one wrong try; at `max_attempts` the password dies. Returns its state
+    after it ('expired' when this try burned it), nothing when it was already dead."""
+    return (_COUNT_WRONG, (max_attempts, max_attempts, now, max_attempts, id))
+
+
+def expire_issued(password_id: int, at: float, reason: str) -> Op:
+    """Rules §6, §9: an unclaimed password dies (superseded, its SMS failed); one in
+    use is left alone."""
+    return (_EXPIRE_ISSUED, (at, reason, password_id))
+
+
+def supersede(login: str, at: float) -> Op:
+    """Rules §9: a number's unclaimed password dies when a newer one is issued (run in
+    the new one's transaction, before its insert)."""
+    return (_SUPERSEDE, (at, login))
+
+
+def expire_at_nas(nas: str, nas_address: str, at: float, reason: str) -> Op:
+    """Accounting-On/Off (RFC 2866 §5.1): every password bound to that NAS dies."""
+    return (_EXPIRE_AT_NAS, (at, reason, nas, nas_address))
 
 
 async def live_voucher(db: Backend, login: str) -> list[PasswordRow]:
@@ -101,28 +199,12 @@ async def live_voucher(db: Backend, login: str) -> list[PasswordRow]:
     return [_row(r) for r in await db.fetchall(_LIVE_VOUCHER, (login,))]
 
 
-async def issued_since(db: Backend, since: float) -> list[Issue]:
-    """Phone passwords issued after `since`, oldest first (start-up: the last day's
-    limits, and each number's newest code for Rules §9). Bounded by the window, not
-    by history: `passwords_issued`."""
-    rows = await db.fetchall(_ISSUED_SINCE, (since,))
-    return [Issue(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
-
 def insert(*, id: int, login: str, kind: str, state: str, secret: bytes, language: str,
            issued_at: float, unclaimed_until: float, request_device: str | None,
-           request_nas: str | None, journal_id: int | None) -> Op:
+           request_nas: str | None, journal_id: int | None, code_tag: str | None = None) -> Op:
     """A new password (Rules §5)."""
     return (_INSERT, (id, login, kind, state, secret, language, issued_at, unclaimed_until,
-                      request_device, request_nas, journal_id))
-
-
-def save(*, id: int, state: str, claimed_at: float | None, device: str | None,
-         nas: str | None, nas_address: str | None, class_token: str | None, attempts: int,
-         expired_at: float | None, expire_reason: str | None) -> Op:
-    """A password's state after a check, claim or expiry (Rules §7–§9)."""
-    return (_SAVE, (state, claimed_at, device, nas, nas_address, class_token, attempts,
-                    expired_at, expire_reason, id))
+                      request_device, request_nas, journal_id, code_tag))
 
 
 def expire_by_class(class_token: str, at: float, reason: str) -> Op:
@@ -144,15 +226,23 @@ def queue_sms(*, id: int, password_id: int, recipient: str, body: bytes, at: flo
 # the start-up reads (issue 18 item 7: start stays fast whatever the history).
 HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("passwords.insert", _INSERT,
-     (1, "+77010000000", "phone", "issued", b"x", "en", 0.0, 300.0, None, None, None)),
-    ("passwords.save", _SAVE,
-     ("active", 0.0, "aabbccddeeff", "nas", "10.0.0.1", "rd1.x", 0, None, None, 1)),
+     (1, "+77010000000", "phone", "issued", b"x", "en", 0.0, 300.0, None, None, None, "t")),
+    ("passwords.live_of", _LIVE_OF, ("+77010000000",)),
+    ("passwords.newest_of", _NEWEST_OF, ("+77010000000",)),
+    ("passwords.tag_live", _TAG_LIVE, ("t",)),
+    ("passwords.by_class", _BY_CLASS, ("rd1.x",)),
+    ("passwords.active_at_nas", _ACTIVE_AT_NAS, ("nas", "10.0.0.1")),
+    ("passwords.dying", _DYING, (0.0, 0.0)),
+    ("passwords.claim", _CLAIM, (0.0, "aabbccddeeff", "nas", "10.0.0.1", "rd1.x", 1, 5, 0.0,
+                                 0.0)),
+    ("passwords.count_wrong", _COUNT_WRONG, (5, 5, 0.0, 5, 1)),
+    ("passwords.expire_issued", _EXPIRE_ISSUED, (0.0, "superseded", 1)),
+    ("passwords.supersede", _SUPERSEDE, (0.0, "+77010000000")),
+    ("passwords.expire_at_nas", _EXPIRE_AT_NAS, (0.0, "nas-reboot", "nas", "10.0.0.1")),
     ("passwords.expire_by_class", _EXPIRE_BY_CLASS, (0.0, "stop", "rd1.x")),
     ("passwords.expire_by_id", _EXPIRE_BY_ID, (0.0, "sms_failed", 1)),
     ("passwords.queue_sms", _QUEUE_SMS, (1, 1, "+77010000000", b"x", 0.0, 0.0)),
     ("passwords.live_voucher", _LIVE_VOUCHER, ("pc-7-abc",)),
-    ("passwords.live", _LIVE, ()),
-    ("passwords.issued_since", _ISSUED_SINCE, (0.0,)),
 ]
 
 

@@ -51,6 +51,13 @@ _CLOSE_STALE = """
 UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Stale'
 WHERE unique_id = ? AND stopped_at IS NULL
 """
+# The reaper's, in one statement: every node may run it, each stale session is
+# closed by one of them, and each node acts only on the rows it closed (issue 12).
+_CLOSE_ALL_STALE = """
+UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Stale'
+WHERE stopped_at IS NULL AND updated_at < ?
+RETURNING unique_id, class_token, login, device
+"""
 _CLOSE_NAS = """
 UPDATE sessions SET stopped_at = ?, updated_at = ?, terminate_cause = ?
 WHERE nas = ? AND nas_address = ? AND stopped_at IS NULL
@@ -101,6 +108,13 @@ def close_stale(unique_id: str) -> Op:
     return (_CLOSE_STALE, (unique_id,))
 
 
+async def close_stale_sessions(db: Backend, before: float) -> list[OpenSession]:
+    """Close every open session last updated before `before` (the reaper, DESIGN flow
+    5) and return those this call closed: closed elsewhere meanwhile, not returned."""
+    (rows,) = await db.run([(_CLOSE_ALL_STALE, (before,))])
+    return [OpenSession(r[0], r[1], r[2], r[3]) for r in rows]
+
+
 def close_nas(nas: str, nas_address: str, at: float, now: float, cause: str) -> Op:
     """Accounting-On/Off (RFC 2866 §5.1): every open session of that NAS is over."""
     return (_CLOSE_NAS, (at, now, cause, nas, nas_address))
@@ -126,6 +140,7 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("sessions.retire", _RETIRE, ("u",)),
     ("sessions.close_lost_stop", _CLOSE_LOST_STOP, ("u",)),
     ("sessions.close_stale", _CLOSE_STALE, ("u",)),
+    ("sessions.close_stale_sessions", _CLOSE_ALL_STALE, (0.0,)),
     ("sessions.close_nas", _CLOSE_NAS, (0.0, 0.0, "NAS-Reboot", "nas", "10.0.0.1")),
     ("sessions.open_session", _OPEN, ("u",)),
     ("sessions.stale", _STALE, (0.0,)),

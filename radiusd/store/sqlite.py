@@ -50,7 +50,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -150,6 +150,7 @@ class _Reader:
 class _Pending:
     ops: list[Op]
     done: asyncio.Future[None] | None  # None: the health probe, which nobody awaits
+    rows: list[list[Any]] | None = None  # `run`: what each op returned (RETURNING)
 
 
 class DatabaseGone(OSError):
@@ -202,6 +203,11 @@ class Store:
             thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-reader-{i}")
             try:
                 conn = await loop.run_in_executor(thread, connect_reader, self.path)
+                # A first read opens the WAL and schema now: a connection that first
+                # reads after the file was deleted under us fails (SQLITE_IOERR) where
+                # the others still read, and the writer is what must report it.
+                await loop.run_in_executor(thread, _fetch, conn,
+                                           "SELECT version FROM schema_version", (), True)
             except BaseException:
                 thread.shutdown(wait=False)
                 raise
@@ -262,6 +268,23 @@ class Store:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(ops, fut))
         await fut
+
+    async def run(self, ops: list[Op]) -> list[list[Any]]:
+        """Run ``ops`` in the same group commit as `write` (one transaction shared with
+        other writers) and return, for each op in order, the rows it returned
+        (RETURNING), as a list (empty for statements that return none). Rows support
+        r[0] and r["column"]. Each op runs on its own (executemany cannot fetch), and a
+        failing op fails only its own request, as for `write`."""
+        if not ops:
+            return []
+        if self._task is None:
+            raise RuntimeError("store is closed")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = _Pending(ops, fut, [])
+        self._queue.put_nowait(pending)
+        await fut
+        assert pending.rows is not None
+        return pending.rows
 
     async def fetchall(self, sql: str, params: Sequence[Any] = (), *,
                        slow: bool = False) -> list[sqlite3.Row]:
@@ -334,7 +357,7 @@ class Store:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            await self._transaction(op for p in batch for op in p.ops)
+            await self._transaction(batch)
         except Exception as e:
             if _database_down(e):
                 self._failing(e)
@@ -348,7 +371,7 @@ class Store:
             # One bad write must not fail its neighbours: retry each on its own.
             for i, p in enumerate(batch):
                 try:
-                    await self._transaction(p.ops)
+                    await self._transaction([p])
                 except Exception as e:
                     if _database_down(e):
                         self._failing(e)
@@ -435,22 +458,45 @@ class Store:
         self._throttle.log(log, logging.ERROR, f"write/{type(error).__name__}", time.monotonic(),
                            "a write failed and was rolled back: %s", _reason(error))
 
-    async def _transaction(self, ops: Iterable[Op]) -> None:
+    async def _transaction(self, batch: list[_Pending]) -> None:
         """One thread hop for the whole batch: BEGIN, every statement, COMMIT."""
         assert self._thread is not None
-        batch = list(ops)
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._apply, batch)
-        self.writes += len(batch)
+        rows = await asyncio.get_running_loop().run_in_executor(self._thread, self._apply,
+                                                                batch)
+        for p, got in zip(batch, rows, strict=True):
+            if p.rows is not None and got is not None:
+                p.rows[:] = got
+        self.writes += sum(len(p.ops) for p in batch)
         self.commits += 1
         self.health.recovered("store", self.clock.now())
 
-    def _apply(self, ops: list[Op]) -> None:
+    def _apply(self, batch: list[_Pending]) -> list[list[list[Any]] | None]:
+        """Plain writes run grouped (executemany over runs of the same statement, across
+        writers); `run`'s ops one by one, their rows fetched. Rows are handed back only
+        once the transaction has committed."""
         conn = self._writer
         assert conn is not None
+        out: list[list[list[Any]] | None] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, run in groupby(ops, key=lambda op: op[0]):
-                conn.executemany(sql, [p for _, p in run])
+            plain: list[Op] = []
+            for p in batch:
+                if p.rows is None:
+                    plain += p.ops
+                    out.append(None)
+                    continue
+                _executemany(conn, plain)
+                plain = []
+                got: list[list[Any]] = []
+                for sql, params in p.ops:
+                    cur = conn.cursor()
+                    cur.row_factory = sqlite3.Row
+                    try:
+                        got.append(cur.execute(sql, params).fetchall())
+                    finally:
+                        cur.close()
+                out.append(got)
+            _executemany(conn, plain)
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may have rolled back by itself (SQLITE_FULL, SQLITE_IOERR...): a
@@ -463,6 +509,7 @@ class Store:
                     log.debug("ROLLBACK failed too: %s", e)
             raise
         self._check_file()
+        return out
 
     def _check_file(self) -> None:
         """Committed, but to the file we opened: is it still the one at ``path``? A
@@ -478,6 +525,11 @@ class Store:
         if (st.st_dev, st.st_ino) != self._file:
             raise DatabaseGone("the database file was replaced while radiusd runs: writes go "
                                "to the old file; restart radiusd")
+
+
+def _executemany(conn: sqlite3.Connection, ops: list[Op]) -> None:
+    for sql, run in groupby(ops, key=lambda op: op[0]):
+        conn.executemany(sql, [p for _, p in run])
 
 
 def _database_down(error: BaseException) -> bool:
