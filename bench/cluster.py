@@ -601,7 +601,11 @@ def main(argv: list[str] | None = None) -> int:
             setup.tmp.mkdir()
             if name == "freeradius":
                 assert pg is not None
-                start_freeradius_pg(setup, pg, bench.fr_pool)
+                try:
+                    start_freeradius_pg(setup, pg, bench.fr_pool)
+                except (SystemExit, RuntimeError) as e:  # run.py exits with the reason
+                    why = " / ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+                    setup.error = f"not available: {why.replace(str(setup.tmp) + '/', '')}"
             else:
                 url = pg.create_database(RADIUSD_DB[name]) if pg and name != "sqlite" else None
                 start_radiusd_setup(setup, url)

@@ -425,10 +425,12 @@ def launch_freeradius_sql(tmp: Path, driver: str, what: str
     (raddb / "radiusd.conf").write_text(
         freeradius_sql_conf(tmp, raddb, ports, tmp / "radius.db", driver))
     log = tmp / "freeradius.log"
-    check = subprocess.run([FREERADIUS, "-C", "-d", str(raddb)], capture_output=True,
+    # -X: without it -C says nothing about what it rejects.
+    check = subprocess.run([FREERADIUS, "-XC", "-d", str(raddb)], capture_output=True,
                            text=True, check=False)
     if check.returncode != 0:
-        sys.exit(f"freeradius -C rejected the rlm_sql config:\n{check.stdout}{check.stderr}")
+        why = (check.stdout + check.stderr).strip().splitlines()[-3:]
+        sys.exit("freeradius -C rejected the rlm_sql config:\n" + "\n".join(why))
     proc = subprocess.Popen([FREERADIUS, "-f", "-d", str(raddb)], cwd=tmp,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_ready(proc, ports["auth"], log, what)
