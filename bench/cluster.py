@@ -607,8 +607,13 @@ def main(argv: list[str] | None = None) -> int:
                     why = " / ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
                     setup.error = f"not available: {why.replace(str(setup.tmp) + '/', '')}"
             else:
-                url = pg.create_database(RADIUSD_DB[name]) if pg and name != "sqlite" else None
-                start_radiusd_setup(setup, url)
+                try:
+                    url = pg.create_database(RADIUSD_DB[name]) if pg and name != "sqlite" \
+                        else None
+                except RuntimeError as e:
+                    setup.error = f"not available: {e}"
+                else:
+                    start_radiusd_setup(setup, url)
             if setup.error:
                 errors[name] = setup.error
                 print(f"{name}: {setup.error}", file=sys.stderr)
