@@ -91,19 +91,20 @@ def stop(proc: subprocess.Popen[bytes], what: str) -> int:
 # -- radiusd ---------------------------------------------------------------------------
 
 
-def start_radiusd(tmp: Path, server_extra: str = ""
-                  ) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
-    """``server_extra``: more TOML lines for ``[server]`` (e.g. "max_queue_ms = 100")."""
-    ports = {"auth": free_udp_port(), "acct": free_udp_port()}
-    config = tmp / "radiusd.toml"
-    config.write_text(f"""\
+def radiusd_toml(tmp: Path, ports: dict[str, int], server_extra: str = "",
+                 database: str | None = None) -> str:
+    """The benchmark config: loopback ports, files in ``tmp``, no abuse limit in the way.
+    ``server_extra``: more TOML lines for ``[server]`` (e.g. "max_queue_ms = 100");
+    ``database``: the ``[database]`` lines (default: ``path`` = tmp/radiusd.db)."""
+    database = database or f'path = "{tmp / "radiusd.db"}"'
+    return f"""\
 [server]
 auth_listen = ["127.0.0.1:{ports['auth']}"]
 acct_listen = ["127.0.0.1:{ports['acct']}"]
 {server_extra}
 
 [database]
-path = "{tmp / 'radiusd.db'}"
+{database}
 
 [[clients]]
 name = "bench"
@@ -119,6 +120,9 @@ per_number_daily = 1000000000
 per_device_hourly = 1000000000
 per_nas_minute = 1000000000
 global_per_minute = 1000000000
+per_nas_daily = 1000000000
+global_daily = 1000000000
+per_prefix_daily = 1000000000
 
 [accounting]
 # Provisioned `accept` users keep a live session without Interim-Updates for the
@@ -130,7 +134,15 @@ provider = "file"
 
 [sms.file]
 path = "{tmp / 'outbox.jsonl'}"
-""")
+"""
+
+
+def start_radiusd(tmp: Path, server_extra: str = ""
+                  ) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+    """``server_extra``: more TOML lines for ``[server]`` (e.g. "max_queue_ms = 100")."""
+    ports = {"auth": free_udp_port(), "acct": free_udp_port()}
+    config = tmp / "radiusd.toml"
+    config.write_text(radiusd_toml(tmp, ports, server_extra))
     log = tmp / "radiusd.log"
     cmd = [sys.executable, "-m", "radiusd", "serve", "-c", str(config)]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -289,14 +301,7 @@ FREERADIUS_SQL_MODULES = """\
 	}}
 	# mods-available/sql with the driver and file set; the stock pool and queries.
 	sql {{
-		dialect = "sqlite"
-		driver = "rlm_sql_sqlite"
-		sqlite {{
-			filename = "{db}"
-			busy_timeout = 200
-		}}
-		radius_db = "radius"
-		acct_table1 = "radacct"
+{driver}		acct_table1 = "radacct"
 		acct_table2 = "radacct"
 		postauth_table = "radpostauth"
 		authcheck_table = "radcheck"
@@ -361,13 +366,27 @@ server default {{
 }}
 """
 
+FR_SQLITE_DRIVER = """\
+		dialect = "sqlite"
+		driver = "rlm_sql_sqlite"
+		sqlite {{
+			filename = "{db}"
+			busy_timeout = 200
+		}}
+		radius_db = "radius"
+"""
+
 FR_SQL_USERS = 20000  # radcheck rows: `accept` uses the first K, `login` cycles all
 
 
-def freeradius_sql_conf(tmp: Path, raddb: Path, ports: dict[str, int], db: Path) -> str:
+def freeradius_sql_conf(tmp: Path, raddb: Path, ports: dict[str, int], db: Path,
+                        driver: str | None = None) -> str:
+    """radiusd.conf for FreeRADIUS + rlm_sql; ``driver``: the sql module's dialect,
+    driver and connection lines (default: rlm_sql_sqlite on ``db``)."""
     head = FREERADIUS_CONF.split("modules {{")[0].format(
         tmp=tmp, raddb=raddb, secret=SECRET, **ports)
-    return head + "modules {\n" + FREERADIUS_SQL_MODULES.format(db=db, **ports)
+    driver = driver if driver is not None else FR_SQLITE_DRIVER.format(db=db)
+    return head + "modules {\n" + FREERADIUS_SQL_MODULES.format(driver=driver, **ports)
 
 
 def fr_users(n: int) -> list[loadgen.User]:
@@ -381,12 +400,6 @@ def start_freeradius_sql(tmp: Path, users: list[loadgen.User]
                          ) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
     import sqlite3
 
-    raddb = tmp / "raddb"
-    shutil.copytree(FREERADIUS_ETC, raddb, symlinks=False,
-                    ignore=shutil.ignore_patterns("certs"))
-    (raddb / "certs").mkdir()
-    for d in ("log", "radacct", "run"):
-        (tmp / d).mkdir()
     db = tmp / "radius.db"
     schema = FREERADIUS_ETC / "mods-config/sql/main/sqlite/schema.sql"
     with contextlib.closing(sqlite3.connect(db)) as con:
@@ -395,24 +408,42 @@ def start_freeradius_sql(tmp: Path, users: list[loadgen.User]
                         "VALUES (?, 'Cleartext-Password', ':=', ?)",
                         [(u.number, u.code) for u in users])
         con.commit()
+    return launch_freeradius_sql(tmp, FR_SQLITE_DRIVER.format(db=db), "freeradius (rlm_sql)")
+
+
+def launch_freeradius_sql(tmp: Path, driver: str, what: str
+                          ) -> tuple[subprocess.Popen[bytes], dict[str, int], Path]:
+    """FreeRADIUS + rlm_sql in the foreground from a copy of /etc/freeradius/3.0 in
+    ``tmp`` (``driver``: see freeradius_sql_conf); returns once it answers."""
+    raddb = tmp / "raddb"
+    shutil.copytree(FREERADIUS_ETC, raddb, symlinks=False,
+                    ignore=shutil.ignore_patterns("certs"))
+    (raddb / "certs").mkdir()
+    for d in ("log", "radacct", "run"):
+        (tmp / d).mkdir()
     ports = {"auth": free_udp_port(), "acct": free_udp_port()}
-    (raddb / "radiusd.conf").write_text(freeradius_sql_conf(tmp, raddb, ports, db))
+    (raddb / "radiusd.conf").write_text(
+        freeradius_sql_conf(tmp, raddb, ports, tmp / "radius.db", driver))
     log = tmp / "freeradius.log"
-    check = subprocess.run([FREERADIUS, "-C", "-d", str(raddb)], capture_output=True,
+    # -X: without it -C says nothing about what it rejects.
+    check = subprocess.run([FREERADIUS, "-XC", "-d", str(raddb)], capture_output=True,
                            text=True, check=False)
     if check.returncode != 0:
-        sys.exit(f"freeradius -C rejected the rlm_sql config:\n{check.stdout}{check.stderr}")
+        why = (check.stdout + check.stderr).strip().splitlines()[-3:]
+        sys.exit("freeradius -C rejected the rlm_sql config:\n" + "\n".join(why))
     proc = subprocess.Popen([FREERADIUS, "-f", "-d", str(raddb)], cwd=tmp,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    wait_ready(proc, ports["auth"], log, "freeradius (rlm_sql)")
+    wait_ready(proc, ports["auth"], log, what)
     return proc, ports, log
 
 
 # -- measuring -------------------------------------------------------------------------
 
 
-def run_loadgen(mode: str, ports: dict[str, int], inflight: int, args: argparse.Namespace,
-                extra: list[str] | None = None, timeout: float = 0) -> dict[str, Any]:
+def loadgen_cmd(mode: str, ports: dict[str, int], inflight: int, args: argparse.Namespace,
+                extra: list[str] | None = None) -> list[str]:
+    """bench/loadgen.py's command line for one cell (``args``: duration, warmup,
+    no_uvloop)."""
     port = ports["acct" if mode == "acct" else "auth"]
     cmd = [sys.executable, str(HERE / "loadgen.py"), "--target", f"127.0.0.1:{port}",
            "--acct-target", f"127.0.0.1:{ports['acct']}",
@@ -421,6 +452,12 @@ def run_loadgen(mode: str, ports: dict[str, int], inflight: int, args: argparse.
            "--user", USER, "--password", PASSWORD, *(extra or [])]
     if args.no_uvloop:
         cmd.append("--no-uvloop")
+    return cmd
+
+
+def run_loadgen(mode: str, ports: dict[str, int], inflight: int, args: argparse.Namespace,
+                extra: list[str] | None = None, timeout: float = 0) -> dict[str, Any]:
+    cmd = loadgen_cmd(mode, ports, inflight, args, extra)
     load_before = os.getloadavg()[0]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, check=False,
