@@ -15,7 +15,7 @@ import os
 import signal
 import sqlite3
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
@@ -39,6 +39,10 @@ from radiusd.session_end import SessionEnd, password_ended
 from radiusd.stats import Stats
 from radiusd.store import clients as latches
 from radiusd.store.backend import Backend, describe, for_config
+from radiusd.workers import PUBLISH_SECONDS, Exchange
+
+if TYPE_CHECKING:
+    from radiusd.http.metrics import Figures
 
 log = logging.getLogger("radiusd")
 
@@ -48,11 +52,14 @@ _SKIPPABLE = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
 
 
 class Server:
-    def __init__(self, config: Config, clock: Clock | None = None, worker: int = 0) -> None:
+    def __init__(self, config: Config, clock: Clock | None = None, worker: int = 0,
+                 exchange: Exchange | None = None) -> None:
         self.config = config
         # Which of `[server] workers` this is (radiusd.workers): all answer RADIUS and
-        # send SMS; the first also serves HTTP and runs the reaper.
+        # send SMS; the first also serves HTTP (adding up the others' counters from
+        # `exchange` for /metrics) and runs the reaper.
         self.worker = worker
+        self.exchange = exchange
         self.clock = clock or SystemClock()
         self.stats = Stats()
         self.health = Health()  # store, sms: what Status-Server and /healthz say
@@ -111,7 +118,13 @@ class Server:
             await self.store.close()
             raise
         self._log_startup()
-        from radiusd.http import start_http
+        from radiusd.http import instrument, start_http
+
+        if self.exchange is not None:  # every worker times its answers for /metrics
+            instrument(self)
+            if self.worker != 0:
+                self.background.append(asyncio.create_task(self._publish_every(),
+                                                           name="publish-figures"))
 
         # None when [http] listen is empty, and in every worker but the first.
         self.http = await start_http(self) if self.worker == 0 else None
@@ -209,6 +222,26 @@ class Server:
         for warning in self.config.warnings():
             log.warning("%s", warning)
 
+    def own_figures(self) -> Figures:
+        """This process's own counters (radiusd.workers: the first adds the others')."""
+        from radiusd.http.metrics import own_figures
+
+        return own_figures(self.stats.counts, self.stats.dropped,
+                           getattr(self, "radius_timer", None), self.book.limits.refused,
+                           self.book.guesses.refused)
+
+    def _publish(self) -> None:
+        if self.exchange is not None and self.worker != 0:
+            try:
+                self.exchange.publish(self.worker, self.own_figures().to_json())
+            except OSError as e:
+                log.warning("cannot publish this worker's counters: %s", e)
+
+    async def _publish_every(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_SECONDS)
+            self._publish()
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stop reading, let in-flight requests finish and reply, flush the store."""
         from radiusd.http import stop_http
@@ -224,6 +257,7 @@ class Server:
         for listener in self.listeners:
             listener.close()
         if hasattr(self, "book"):
+            self._publish()  # the last counts, for a first worker still serving
             self.book.close()
         await self.store.close()
         log.info("stopped: %s", self.stats.summary())
@@ -246,7 +280,7 @@ class Server:
         await self.stop()
 
 
-async def serve(config: Config, worker: int = 0) -> int:
+async def serve(config: Config, worker: int = 0, exchange: Exchange | None = None) -> int:
     """Run until SIGTERM or SIGINT; return the exit status."""
     # Handlers first: a signal that arrives while starting is a stop once started.
     stop = asyncio.Event()
@@ -254,7 +288,7 @@ async def serve(config: Config, worker: int = 0) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     raise_open_file_limit()
-    server = Server(config, worker=worker)
+    server = Server(config, worker=worker, exchange=exchange)
     try:
         await server.start()
     except OSError as e:
@@ -303,7 +337,7 @@ def _settle_memory(config: Config) -> None:
     gc.freeze()
 
 
-def run(config: Config, worker: int = 0) -> int:
+def run(config: Config, worker: int = 0, exchange: Exchange | None = None) -> int:
     """Run `serve` on uvloop when installed. Not asyncio.run: its Runner turns SIGINT
     into KeyboardInterrupt, and SIGINT must be the same clean stop as SIGTERM."""
     loop: asyncio.AbstractEventLoop
@@ -315,7 +349,7 @@ def run(config: Config, worker: int = 0) -> int:
         loop = asyncio.new_event_loop()
     try:
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(serve(config, worker))
+        return loop.run_until_complete(serve(config, worker, exchange))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

@@ -37,9 +37,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     if config.server.workers > 1:  # processes sharing the ports (radiusd.workers)
-        from radiusd.workers import supervise
+        import tempfile
 
-        return supervise(config.server.workers, lambda worker: run(config, worker))
+        from radiusd.workers import Exchange, supervise
+
+        with tempfile.TemporaryDirectory(prefix="radiusd-workers-") as figures:
+            exchange = Exchange(figures)
+            return supervise(config.server.workers,
+                             lambda worker: run(config, worker, exchange))
     return run(config)
 
 

@@ -18,21 +18,56 @@ only with PostgreSQL: every rule that must hold across them is the database's.
 
 The supervisor is plain code around `os.fork`/`os.waitpid`; what a worker runs is
 the caller's (`run_worker(index)` returning an exit status).
+
+`/metrics` is served by the first worker, and most of it is read from the database;
+what each process counts itself (datagrams, drops, answers by client and code, the
+latency histogram, refusals) the others publish every `PUBLISH_SECONDS` as a small
+JSON file in a directory the parent made (`Exchange`), and the first adds them to
+its own. A worker that restarts starts its counts from zero, which Prometheus reads
+as a counter reset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger("radiusd.workers")
 
 RESTART_SECONDS = 1.0  # a slot whose worker died is refilled at most this often
+PUBLISH_SECONDS = 2.0  # how often a worker publishes its own counters for /metrics
+
+
+class Exchange:
+    """The directory where workers leave their counters for the first one."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def publish(self, worker: int, figures: dict[str, Any]) -> None:
+        """Replace this worker's file at once (write aside, then rename)."""
+        final = self.path / f"worker-{worker}.json"
+        tmp = final.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(figures))
+        os.replace(tmp, final)
+
+    def others(self, worker: int) -> list[dict[str, Any]]:
+        """What every other worker published last (a file being replaced is skipped)."""
+        out = []
+        for f in sorted(self.path.glob("worker-*.json")):
+            if f.name == f"worker-{worker}.json":
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                out.append(json.loads(f.read_text()))
+        return out
 
 
 def supervise(n: int, run_worker: Callable[[int], int],

@@ -327,12 +327,17 @@ async def metrics_page(request: web.Request) -> web.Response:
         with contextlib.suppress(Exception):
             last["counts"] = await asyncio.wait_for(counts.snapshot(server.store), 2.0)
     figures = last.get("counts") or counts.Snapshot()
-    text = metrics.render(server.stats.counts, server.stats.dropped, request.app[TIMER],
-                          request.app[COUNTERS], figures,
-                          {k: int(v == "ok") for k, v in checks.items()})
+    own = server.own_figures()
+    timer = request.app[TIMER]
+    if server.exchange is not None:  # [server] workers: add up the others' (radiusd.workers)
+        for other in server.exchange.others(server.worker):
+            own.add(metrics.Figures.from_json(other))
+    shown_timer = metrics.as_timer(own, timer.inner) if timer is not None else None
+    text = metrics.render(own.counts, own.dropped, shown_timer, request.app[COUNTERS],
+                          figures, {k: int(v == "ok") for k, v in checks.items()})
     text += metrics.render_bounds(request.app[COUNTERS], request.app[GUARD], server.health,
                                   server.sms, await sms_waiting(server))
-    text += metrics.render_limits(server.book.limits.refused, server.book.guesses.refused)
+    text += metrics.render_limits(own.sms_refused, own.guess_refused)
     return web.Response(text=text, content_type="text/plain",
                         headers={"X-Content-Type-Options": "nosniff"},
                         charset="utf-8")

@@ -16,6 +16,7 @@ import bisect
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from radiusd.limits import GUESS_CAPS, SMS_CAPS
@@ -95,6 +96,72 @@ class RadiusTimer:
         if hist is None:
             hist = self.latency[str(port)] = Histogram()
         hist.observe(elapsed)
+
+
+@dataclass(slots=True)
+class Figures:
+    """One process's own counters (everything else on /metrics is read from the
+    database): what each of `[server] workers` publishes for the first, which serves
+    /metrics and adds them up (radiusd.workers)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    replies: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    latency: dict[str, Histogram] = field(default_factory=dict)
+    sms_refused: Counter[str] = field(default_factory=Counter)
+    guess_refused: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Figures) -> None:
+        for mine, theirs in ((self.counts, other.counts), (self.dropped, other.dropped),
+                             (self.replies, other.replies),
+                             (self.sms_refused, other.sms_refused),
+                             (self.guess_refused, other.guess_refused)):
+            mine.update(theirs)  # type: ignore[arg-type]
+        for port, hist in other.latency.items():
+            into = self.latency.setdefault(port, Histogram(hist.buckets))
+            into.counts = [a + b for a, b in zip(into.counts, hist.counts, strict=True)]
+            into.count += hist.count
+            into.sum += hist.sum
+
+    def to_json(self) -> dict[str, Any]:
+        return {"counts": self.counts, "dropped": self.dropped,
+                "replies": [[*k, v] for k, v in self.replies.items()],
+                "latency": {p: {"buckets": list(h.buckets), "counts": h.counts,
+                                "count": h.count, "sum": h.sum}
+                            for p, h in self.latency.items()},
+                "sms_refused": self.sms_refused, "guess_refused": self.guess_refused}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Figures:
+        latency = {}
+        for port, h in data.get("latency", {}).items():
+            hist = Histogram(tuple(h["buckets"]))
+            hist.counts, hist.count, hist.sum = list(h["counts"]), h["count"], h["sum"]
+            latency[port] = hist
+        return cls(Counter(data.get("counts", {})), Counter(data.get("dropped", {})),
+                   Counter({(p, c, code): v for p, c, code, v in data.get("replies", [])}),
+                   latency, Counter(data.get("sms_refused", {})),
+                   Counter(data.get("guess_refused", {})))
+
+
+def own_figures(stats_counts: Counter[str], stats_dropped: Counter[str],
+                timer: RadiusTimer | None, sms_refused: Counter[str],
+                guess_refused: Counter[str]) -> Figures:
+    """This process's counters as `Figures` (copies: the process goes on counting)."""
+    f = Figures(Counter(stats_counts), Counter(stats_dropped),
+                sms_refused=Counter(sms_refused), guess_refused=Counter(guess_refused))
+    if timer is not None:
+        f.replies.update(timer.replies)
+        f.add(Figures(latency=timer.latency))
+    return f
+
+
+def as_timer(figures: Figures, inner: Handler) -> RadiusTimer:
+    """A `RadiusTimer` view of added-up figures, for `render`."""
+    timer = RadiusTimer(inner)
+    timer.replies = figures.replies
+    timer.latency = figures.latency
+    return timer
 
 
 class HttpCounters:
