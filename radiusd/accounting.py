@@ -87,9 +87,16 @@ def unique_session_id(nas: str, nas_address: str, acct_session_id: str, login: s
                       nas_port: object) -> str:
     """Like FreeRADIUS's Acct-Unique-Session-Id: a hash of what identifies a session at
     one NAS. Acct-Session-Id alone is not unique: MikroTik restarts its counter after
-    a reboot and several NAS may share a client entry."""
+    a reboot and several NAS may share a client entry.
+
+    The hash comes after the NAS and its Acct-Session-Id (issue 18: a year of history
+    costs nothing): NAS number their sessions in order (MikroTik and Cisco count in
+    hex, CoovaChilli from the time), so a new session's key lands beside its NAS's
+    last one in the index instead of at a random place among millions, and each
+    Start writes one page where a hash alone dirtied a random one (measured in
+    BENCHMARKS.md, issue 18). Unique all the same: the hash covers everything."""
     material = "\x00".join([nas, nas_address, acct_session_id, login or "", str(nas_port or "")])
-    return hashlib.md5(material.encode()).hexdigest()
+    return f"{nas}:{acct_session_id}:{hashlib.md5(material.encode()).hexdigest()}"
 
 
 MAX_COUNTER = (1 << 63) - 1  # SQLite INTEGER

@@ -305,6 +305,14 @@ MIGRATIONS: list[str] = [
         latched_at  DOUBLE PRECISION NOT NULL
     );
     """,
+    # 9 (portable: run as-is on PostgreSQL too): sessions' keys lead with the NAS and its
+    # Acct-Session-Id (accounting.unique_session_id). Open sessions take the new form,
+    # so their Interim-Update and Stop find them; closed ones keep theirs (history is
+    # only read). Along `sessions_open`: as quick on a year of history as on none.
+    """
+    UPDATE sessions SET unique_id = nas || ':' || acct_session_id || ':' || unique_id
+    WHERE stopped_at IS NULL;
+    """,
 ]
 
 
