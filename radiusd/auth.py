@@ -165,7 +165,7 @@ class OtpAuth:
         until = self._voucher_misses.get(login)
         if until is not None and until > now:
             return None
-        rows = await passwords.live_voucher(self.store, login)
+        rows = await passwords.live_voucher(self.store, login, self.book.quick)
         if not rows:
             self._voucher_misses[login] = now + self.VOUCHER_MISS_SECONDS
             while len(self._voucher_misses) > 10_000:
