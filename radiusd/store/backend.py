@@ -22,8 +22,9 @@ Rows support `r[0]` and `r["column"]` on both.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from radiusd.health import Health
 
@@ -103,6 +104,25 @@ def connect_sync(database: DatabaseConfig) -> SyncConnection:
 
 class StoreError(Exception):
     """A write that was not committed (its caller sends no answer; the NAS retries)."""
+
+
+T = TypeVar("T")
+
+
+async def next_batch(queue: asyncio.Queue[T | None], most: int) -> tuple[list[T], bool]:
+    """Group commit, as both stores' writer takes it: wait for one write, then take
+    whatever else is queued by then, at most `most` in all. Returns the batch and
+    whether a stop (None) was among what it took; a stop first gives an empty batch."""
+    first = await queue.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < most and not queue.empty():
+        item = queue.get_nowait()
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
 
 
 def for_config(database: DatabaseConfig, health: Health, clock: Clock) -> Backend:

@@ -45,7 +45,7 @@ import asyncpg
 
 from radiusd.clock import Clock, SystemClock
 from radiusd.health import Health
-from radiusd.store.backend import Op, StoreError
+from radiusd.store.backend import Op, StoreError, next_batch
 from radiusd.store.pg_migrations import migrate
 from radiusd.throttle import LogThrottle
 
@@ -262,20 +262,12 @@ class PgStore:
                 gate.release()
 
     async def _run(self) -> None:
-        queue = self._queue
-        stop = False
-        while not stop:
-            first = await queue.get()
-            if first is None:
+        while True:
+            batch, stop = await next_batch(self._queue, self.batch_max)
+            if batch:
+                await self._commit(batch)
+            if stop:
                 break
-            batch = [first]
-            while len(batch) < self.batch_max and not queue.empty():
-                item = queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:

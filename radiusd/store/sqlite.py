@@ -59,6 +59,7 @@ from typing import Any
 
 from radiusd.clock import Clock, SystemClock
 from radiusd.health import Health
+from radiusd.store.backend import next_batch
 from radiusd.store.migrations import migrate
 from radiusd.throttle import LogThrottle
 
@@ -338,22 +339,16 @@ class Store:
 
     async def _run(self) -> None:
         queue = self._queue
-        stop = False
-        while not stop:
-            first = await queue.get()
-            if first is None:
+        while True:
+            batch, stop = await next_batch(queue, self.batch_max)
+            if stop and not batch:
                 break
-            batch = [first]
-            while len(batch) < self.batch_max and not queue.empty():
-                item = queue.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
             batch = [p for p in batch if p.ops]  # no ops: a wake-up to check the WAL
             if batch:
                 await self._commit(batch)
             await self._bound_wal(idle=queue.empty())
+            if stop:
+                break
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
