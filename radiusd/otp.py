@@ -100,6 +100,7 @@ class PasswordBook:
         self.limits = SmsLimits(cfg, phone.region)
         self.guesses = GuessLimits(cfg)
         self.quick = QuickReads(store)  # the login's reads, without a thread hop
+        self.together = stored.batched(store)  # ...or many in one statement (PostgreSQL)
 
     def close(self) -> None:
         """Close the loop-thread read connection (server stop)."""
@@ -123,7 +124,7 @@ class PasswordBook:
     async def live(self, login: str) -> list[Password]:
         """The live passwords of `login`, as the database has them now."""
         out = []
-        for r in await stored.live_of(self.store, login, self.quick):
+        for r in await stored.live_of(self.store, login, self.quick, self.together):
             pw = self.password(r)
             if pw is not None:
                 out.append(pw)

@@ -27,12 +27,17 @@ HISTORY = ("sessions", "passwords", "sms_outbox", "sms_parts", "journal", "journ
 NOW = 1_796_500_000.0
 
 
-def hot_statements() -> list[tuple[str, str, tuple[object, ...]]]:
+def hot_statements(attr: str = "HOT") -> list[tuple[str, str, tuple[object, ...]]]:
     out = []
     for info in pkgutil.iter_modules(radiusd.store.__path__):
         module = importlib.import_module(f"radiusd.store.{info.name}")
-        out += list(getattr(module, "HOT", ()))
+        out += list(getattr(module, attr, ()))
     return out
+
+
+def pg_hot_statements() -> list[tuple[str, str, tuple[object, ...]]]:
+    """Both stores' statements, and those only PostgreSQL runs (`PG_HOT`)."""
+    return hot_statements() + hot_statements("PG_HOT")
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +135,8 @@ def pg_filled(pg_server: Any) -> str:
     return url
 
 
-@pytest.mark.parametrize(("name", "sql", "params"), hot_statements(),
-                         ids=[name for name, _, _ in hot_statements()])
+@pytest.mark.parametrize(("name", "sql", "params"), pg_hot_statements(),
+                         ids=[name for name, _, _ in pg_hot_statements()])
 def test_hot_statement_reads_along_an_index_on_postgresql(
         pg_filled: str, name: str, sql: str, params: tuple[object, ...]) -> None:
     plan, partial = asyncio.run(_pg_plan(pg_filled, sql, params))

@@ -125,6 +125,54 @@ async def next_batch(queue: asyncio.Queue[T | None], most: int) -> tuple[list[T]
     return batch, False
 
 
+class PointReads:
+    """Reads of one statement by key, made together (group commit for reads): every key
+    asked for while a batch is out goes into the next one, a single statement for all
+    of them (`sql` takes the list of keys as its one parameter, `= ANY(?)`; the row's
+    key is at `key_index`). For PostgreSQL, where each statement is a round trip: at
+    64 requests in flight, one statement answers many. Each read still starts after it
+    was asked for, so it sees what was committed before: no staler than its own."""
+
+    def __init__(self, store: Backend, sql: str, key_index: int, most: int = 512) -> None:
+        self.store, self.sql, self.key_index, self.most = store, sql, key_index, most
+        self._waiting: dict[Any, list[asyncio.Future[list[Any]]]] = {}
+        self._draining = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self, key: Any) -> list[Any]:
+        """The rows with this key, read in the next batch."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        self._waiting.setdefault(key, []).append(fut)
+        if not self._draining:
+            self._draining = True
+            self._task = loop.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                keys = list(self._waiting)[:self.most]
+                batch = {k: self._waiting.pop(k) for k in keys}
+                try:
+                    rows = await self.store.fetchall(self.sql, (keys,))
+                except Exception as e:  # each asker gets the error, as from its own read
+                    for futs in batch.values():
+                        for f in futs:
+                            if not f.done():
+                                f.set_exception(e)
+                    continue
+                found: dict[Any, list[Any]] = {}
+                for r in rows:
+                    found.setdefault(r[self.key_index], []).append(r)
+                for k, futs in batch.items():
+                    for f in futs:
+                        if not f.done():
+                            f.set_result(found.get(k, []))
+        finally:
+            self._draining = False
+
+
 def for_config(database: DatabaseConfig, health: Health, clock: Clock) -> Backend:
     """The store `[database]` names: PostgreSQL with `url`, else the SQLite file."""
     if database.url is not None:
