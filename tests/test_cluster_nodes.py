@@ -15,6 +15,7 @@ import asyncio
 import collections
 import json
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,10 +85,17 @@ def nodes(pg_url: str, tmp_path: Path) -> Iterator[tuple[Node, Node]]:
         b.start()
         yield a, b
     finally:
-        for node in (a, b):
+        for node in (a, b):  # SIGTERM both, then wait: no node outlives the test
             if node.proc is not None and node.proc.poll() is None:
-                node.stop()
-            assert "Traceback" not in node.log, node.log
+                node.proc.terminate()
+        for node in (a, b):
+            if node.proc is not None:
+                try:
+                    node.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    node.kill()
+    for node in (a, b):
+        assert "Traceback" not in node.log, node.log
 
 
 def delivered(*nodes: Node) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ refused on SQLite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -160,7 +161,16 @@ def two_worker_serve(pg_url: str, tmp_path: Path) -> Iterator[Any]:
             time.sleep(0.05)  # polling a real process, not waiting for time to pass
         yield node
     finally:
-        node.kill()
+        workers = children(node.proc.pid) if node.proc is not None else set()
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.terminate()
+            try:
+                node.proc.wait(30)
+            except subprocess.TimeoutExpired:  # the parent hung: its workers go too
+                node.kill()
+                for pid in workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
 
 
 async def test_serve_with_two_workers_on_postgresql_answers_every_source_port(
