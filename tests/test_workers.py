@@ -4,12 +4,14 @@ restarts a worker that dies, and stops them all on SIGTERM.
 
 The workers here are a minimal UDP echo of their pid, bound exactly as radiusd's
 listeners bind (`open_socket(..., reuse_port=True)`), run by the real `supervise`
-in its own process; the whole server with workers runs on PostgreSQL
-(tests/test_cluster*.py).
+in its own process. Then the whole `radiusd serve` with two workers on PostgreSQL, and
+refused on SQLite.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -18,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +120,94 @@ def test_a_worker_that_dies_is_started_again(
     assert proc.wait(20) == 0
     err = proc.stderr.read().decode() if proc.stderr else ""
     assert f"(pid {victim}) died (signal 9)" in err
+
+
+# -- the whole server: `radiusd serve` with `[server] workers = 2` -------------------
+
+
+def children(pid: int) -> set[int]:
+    """The pids whose parent is `pid` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def two_worker_serve(pg_url: str, tmp_path: Path) -> Iterator[Any]:
+    from tests.test_cluster_nodes import Node
+
+    node = Node(tmp_path, pg_url, tmp_path / "radiusd.key", workers=2).start()
+    try:
+        assert node.proc is not None
+        deadline = time.monotonic() + 30
+        while node.log.count("radiusd ready") < 2 or len(children(node.proc.pid)) < 2:
+            assert node.proc.poll() is None, node.log
+            assert time.monotonic() < deadline, node.log
+            time.sleep(0.05)  # polling a real process, not waiting for time to pass
+        yield node
+    finally:
+        workers = children(node.proc.pid) if node.proc is not None else set()
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.terminate()
+            try:
+                node.proc.wait(30)
+            except subprocess.TimeoutExpired:  # the parent hung: its workers go too
+                node.kill()
+                for pid in workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+
+
+async def test_serve_with_two_workers_on_postgresql_answers_every_source_port(
+        two_worker_serve: Any) -> None:
+    from tests.otp_support import ACCEPT, REJECT, enter, get_password, reply_message
+    from tests.test_cluster_nodes import code_for
+
+    node = two_worker_serve
+    assert node.proc is not None
+    workers = children(node.proc.pid)
+    assert len(workers) == 2
+    assert all(node.status_ok(node.auth4, timeout=2.0) for _ in range(32))
+    # Each request from a new source port: the kernel spreads them over both workers.
+    phones = [f"+7701555{i:04d}" for i in range(1, 17)]
+    macs = [f"AA-BB-CC-00-01-{i:02X}" for i in range(len(phones))]
+    pressed = await asyncio.gather(*(get_password(node.nas(timeout=5.0), p, mac=m)
+                                     for p, m in zip(phones, macs, strict=True)))
+    assert all(x.code == REJECT and reply_message(x).startswith("Password sent by SMS")
+               for x in pressed), {reply_message(x) for x in pressed}
+    codes = [await code_for(p, node) for p in phones]
+    logins = await asyncio.gather(*(enter(node.nas(timeout=5.0), c, p, mac=m)
+                                    for c, p, m in zip(codes, phones, macs, strict=True)))
+    assert [x.code for x in logins] == [ACCEPT] * len(phones), \
+        [reply_message(x) for x in logins]
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(30) == 0, node.log
+    assert not any(alive(pid) for pid in workers)
+    assert "Traceback" not in node.log
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_two_workers_with_sqlite_is_refused_in_one_line(tmp_path: Path, command: str) -> None:
+    conf = tmp_path / "radiusd.toml"
+    conf.write_text(f'[server]\nworkers = 2\n\n[database]\npath = "{tmp_path / "r.db"}"\n')
+    out = subprocess.run([sys.executable, "-m", "radiusd", command, "-c", str(conf)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "server.workers = 2 needs [database] url (PostgreSQL)" in out.stderr
+    assert not (tmp_path / "r.db").exists()

@@ -51,6 +51,18 @@ from radiusd.throttle import LogThrottle
 
 log = logging.getLogger("radiusd.store")
 
+
+class _QuietPoolFloor(logging.Filter):
+    """asyncpg's pool logs a traceback for every failed attempt to refill its idle
+    connections while PostgreSQL is down (every 1 s doubling to 60 s); the outage is
+    `Health`'s to log, once per episode (issue 12 item 5)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to restore the pool connection")
+
+
+logging.getLogger("asyncpg.pool").addFilter(_QuietPoolFloor())
+
 BACKOFF_FIRST = 0.5  # seconds before the first reconnect, doubling...
 BACKOFF_MAX = 10.0  # ...up to this
 CONNECT_SECONDS = 5.0  # a connection attempt gives up after this

@@ -11,6 +11,8 @@ runs as an unprivileged user (`postgres` when it exists), as initdb demands.
         url = pg.create_database("radiusd")  # postgresql://postgres:...@127.0.0.1:port/radiusd
 
 The server stops when the block ends (and, failing that, when the process exits).
+Tests pass `settings` (e.g. `fsync = off`) and stop/`resume`/`restart` it to prove
+that nodes recover by themselves.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class PostgresServer:
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     run_as: str | None = None  # the OS user the server runs as (root: "postgres")
     running: bool = False
+    settings: dict[str, str] = field(default_factory=dict)  # over SETTINGS
 
     @property
     def data(self) -> Path:
@@ -127,7 +130,7 @@ class PostgresServer:
             pwfile.unlink(missing_ok=True)
         for attempt in range(3):
             self.port = free_tcp_port()
-            settings = {**SETTINGS, "port": str(self.port),
+            settings = {**SETTINGS, **self.settings, "port": str(self.port),
                         "unix_socket_directories": f"'{self.root}'"}
             with (self.data / "postgresql.conf").open("a") as f:
                 f.write("\n# radiusd.testing.postgres\n")
@@ -142,6 +145,21 @@ class PostgresServer:
             self.running = True
             atexit.register(self.stop)
             return
+
+    def resume(self) -> None:
+        """Start a stopped server again: the same data, the same port."""
+        if self.running:
+            return
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                  "-w", "-t", "60", "start", what="pg_ctl start")
+        self.running = True
+        atexit.register(self.stop)
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: every connection is cut, in-flight transactions
+        roll back, and the server accepts connections again on the same port."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                  "-m", "fast", "-w", "-t", "60", "restart", what="pg_ctl restart")
 
     def log_tail(self, lines: int = 5) -> str:
         with contextlib.suppress(OSError):
@@ -186,14 +204,16 @@ def _user_exists(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_postgres(prefix: str = "radiusd-pg-") -> Iterator[PostgresServer]:
+def running_postgres(prefix: str = "radiusd-pg-", settings: dict[str, str] | None = None
+                     ) -> Iterator[PostgresServer]:
     """Start a throwaway server in a new temporary directory; stop and delete it after.
+    `settings` override `SETTINGS` (postgresql.conf syntax: strings quoted).
 
     Raises `PostgresUnavailable` when the binaries are missing."""
     bindir = find_bindir()
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o700)
-    server = PostgresServer(root, bindir)
+    server = PostgresServer(root, bindir, settings=dict(settings or {}))
     try:
         server.start()
         yield server
