@@ -60,10 +60,18 @@ class Dispatcher:
             # (dropped, counted "store_failing"), so the NAS fails over to its other
             # server instead of rejecting users it cannot check.
             return Drop("store_failing")
-        if code == Code.ACCESS_REQUEST:
-            return await self.access_request(request)
-        if code == Code.ACCOUNTING_REQUEST:
-            return await self.accounting_request(request)
+        if code in (Code.ACCESS_REQUEST, Code.ACCOUNTING_REQUEST):
+            try:
+                if code == Code.ACCESS_REQUEST:
+                    return await self.access_request(request)
+                return await self.accounting_request(request)
+            except Exception:
+                if not self.health.ok("store"):
+                    # The database went away while this request was at it: the same
+                    # silence as above (the store logged the outage once), not a
+                    # policy error per request.
+                    return Drop("store_failing")
+                raise
         if code == Code.STATUS_SERVER:
             return self.status_server(port)
         return Drop("unexpected_code")
