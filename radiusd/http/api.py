@@ -333,6 +333,8 @@ async def metrics_page(request: web.Request) -> web.Response:
     text += metrics.render_bounds(request.app[COUNTERS], request.app[GUARD], server.health,
                                   server.sms, await sms_waiting(server))
     text += metrics.render_limits(server.book.limits.refused, server.book.guesses.refused)
+    text += metrics.render_disconnects(server.disconnector.samples(),
+                                       server.session_end.no_accounting)
     return web.Response(text=text, content_type="text/plain",
                         headers={"X-Content-Type-Options": "nosniff"},
                         charset="utf-8")
