@@ -152,26 +152,27 @@ class SessionEnd:
         ops = [passwords.expire_at_nas(nas, nas_address, now, reason)]
         rows = await passwords.active_at_nas(self.store, nas, nas_address)
         # Rules §10: a voucher's entry ends when its session was last heard of.
-        heard = {}
+        heard: dict[object, float] = {}
         if any(r.kind == "voucher" for r in rows):
-            heard = {s.class_token: s.updated_at
-                     for s in await sessions.live_at_nas(self.store, nas)}
+            for s in await sessions.live_at_nas(self.store, nas):
+                heard[s.class_token] = heard[(s.login, s.device)] = s.updated_at
         for row in rows:
             pw = self.book.password(row, open_code=False)
             assert pw is not None
-            ops += self.book.ended(pw, min(now, heard.get(pw.class_token, now)))
+            last = heard.get(pw.class_token, heard.get((pw.login, pw.device), now))
+            ops += self.book.ended(pw, min(now, last))
         return ops
 
     # -- revocations (issue 13) ----------------------------------------------------------
 
     async def revoke(self, live: list[LiveSession], now: float, reason: str) -> list[Op]:
         """The passwords of sessions just closed with `CAUSES[reason]` die; a voucher's
-        journal entry ends when its session was last heard of (Rules §10)."""
+        journal entry ends now, when it was ended (Rules §10)."""
         ops: list[Op] = []
         for s in live:
             pw = await self.password_of(s.class_token, s.login, s.device)
             if pw is not None:
-                ops += self.book.expire(pw, now, reason, last_seen=s.updated_at)
+                ops += self.book.expire(pw, now, reason)
             elif s.class_token and s.class_token.startswith(CLASS_PREFIX):
                 ops += self.book.expire_class(s.class_token, now, reason)
         return ops

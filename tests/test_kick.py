@@ -50,6 +50,13 @@ from tests.otp_support import (
     sms_count,
 )
 
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """On both stores (issue 12 item 6), like tests/conftest.py's BOTH_STORES."""
+    if "store_backend" in metafunc.fixturenames:
+        metafunc.parametrize("store_backend", ["sqlite", "postgres"], indirect=True)
+
+
 DISCONNECT_REQUEST = 40
 BLOCKED_EN = "Wi-Fi access is blocked for this number. Please contact the staff"
 
@@ -396,7 +403,7 @@ async def test_a_stale_voucher_session_ends_the_entry_when_last_heard_of(
         last_heard = r.clock.now()
         r.clock.advance(r.server.config.accounting.stale_after() + 600)
         await r.server.reaper.run_once()
-        assert _entry(r, entry_id).ended_at == pytest.approx(last_heard)
+        assert _entry(r, entry_id).ended_at == pytest.approx(last_heard, abs=0.001)
 
 
 async def test_a_voucher_never_used_ends_its_entry_at_its_ttl_marked_unused(
@@ -407,6 +414,44 @@ async def test_a_voucher_never_used_ends_its_entry_at_its_ttl_marked_unused(
         r.clock.advance(journal.VOUCHER_UNCLAIMED_SECONDS + 3600)
         await r.server.reaper.run_once()
         entry = _entry(r, entry_id)
-        assert entry.ended_at == pytest.approx(opened_at + journal.VOUCHER_UNCLAIMED_SECONDS)
+        assert entry.ended_at == pytest.approx(opened_at + journal.VOUCHER_UNCLAIMED_SECONDS,
+                                               abs=0.001)
         status, out, err = await r.cli("journal", "show", str(entry_id))
         assert status == 0 and "voucher never used" in out, err
+
+
+async def test_the_http_api_refuses_a_blocked_number_with_403(tmp_path: Path) -> None:
+    import aiohttp
+
+    from radiusd.http import start_http, stop_http
+
+    async with rig(tmp_path) as r:
+        r.server.config.http.listen.append("127.0.0.1:0")
+        handle = await start_http(r.server)
+        assert handle is not None
+        try:
+            status, _, err = await r.cli("numbers", "block", TYPED)
+            assert status == 0, err
+            async with aiohttp.ClientSession() as s, \
+                    s.post(handle.url("/api/v1/otp"), json={"phone": TYPED}) as resp:
+                assert resp.status == 403
+                assert (await resp.json())["error"] == "number_blocked"
+            assert await sms_count(r.server) == 0
+        finally:
+            await stop_http(handle)
+
+
+async def test_a_nas_restart_ends_the_voucher_entry_when_last_heard_of(
+        tmp_path: Path) -> None:
+    async with rig(tmp_path, journal={"vouchers": True}) as r:
+        entry_id, v = await _voucher(r)
+        radius = nas_of(r.server)
+        assert (await enter(radius, v.password, v.login)).code == ACCEPT
+        await acct(radius, "Start", "s-v", user=v.login)
+        r.clock.advance(300)
+        await acct(radius, "Interim-Update", "s-v", user=v.login)
+        last_heard = r.clock.now()
+        r.clock.advance(250)
+        await acct(radius, "Accounting-On", None, user=None)
+        assert _entry(r, entry_id).ended_at == pytest.approx(last_heard, abs=0.001)
+        assert (await enter(radius, v.password, v.login)).code == REJECT

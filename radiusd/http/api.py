@@ -228,6 +228,8 @@ async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response
     counters.otp[result.reason] += 1
     if result.reason in BAD_INPUT:
         return _json({"error": result.reason, "message": result.message(lang)}, 400)
+    if result.reason == "number_blocked":  # `radiusd numbers block`: waiting won't help
+        return _json({"error": result.reason, "message": result.message(lang)}, 403)
     return _refused(result.reason, result.message(lang), result.retry_after)
 
 
@@ -366,6 +368,9 @@ OPENAPI: dict[str, Any] = {
                         "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/Sent"}}}},
                 "400": {"description": "Not a mobile number that may get a password.",
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Error"}}}},
+                "403": {"description": "The number is blocked (radiusd numbers block).",
                         "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/Error"}}}},
                 "429": {"description": "Limited; ask again after Retry-After seconds.",
