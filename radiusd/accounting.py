@@ -50,6 +50,7 @@ class AcctRecord:
     output_packets: int
     terminate_cause: str | None
     class_token: str | None
+    user_name: str | None = None  # as the NAS sent it (a Disconnect-Request names it so)
 
 
 class SessionHook(Protocol):
@@ -64,7 +65,8 @@ class SessionHook(Protocol):
                             reason: str) -> list[Op]: ...
 
     async def end_session(self, class_token: str | None, login: str | None,
-                          device: str | None, at: float, reason: str) -> list[Op]: ...
+                          device: str | None, at: float, reason: str,
+                          last_seen: float | None = None) -> list[Op]: ...
 
 
 class NoHook:
@@ -79,7 +81,8 @@ class NoHook:
         return []
 
     async def end_session(self, class_token: str | None, login: str | None,
-                          device: str | None, at: float, reason: str) -> list[Op]:
+                          device: str | None, at: float, reason: str,
+                          last_seen: float | None = None) -> list[Op]:
         return []
 
 
@@ -158,6 +161,7 @@ class AccountingPolicy:
             output_packets=_counter(request, "Acct-Output-Packets"),
             terminate_cause=cause,
             class_token=klass.decode("ascii", "replace") if klass else None,
+            user_name=raw_login,
         )
 
     async def operations(self, r: AcctRecord, now: float) -> list[Op]:
@@ -183,7 +187,7 @@ class AccountingPolicy:
             session_time=r.session_time, input_octets=r.input_octets,
             output_octets=r.output_octets, input_packets=r.input_packets,
             output_packets=r.output_packets, terminate_cause=r.terminate_cause,
-            class_token=r.class_token))
+            class_token=r.class_token, user_name=r.user_name))
         if r.status == STOP:
             ops += await self.hook.session_ended(r, now, "stop")
         else:

@@ -209,6 +209,8 @@ def _journal_close(args: argparse.Namespace, config: Config, now: float) -> int:
     with _database(config) as conn:
         entry = journal.close_entry(conn, now, entry_id, at, actor())
     print(f"entry {entry.id} closed at {_shown(entry.ended_at)}")
+    if entry.voucher_login:  # its session ends too, and its NAS is told (issue 13)
+        admin_sessions.end_voucher_session(config, now, entry.voucher_login)
     return 0
 
 
@@ -439,6 +441,7 @@ def _register(sub: Any) -> None:
     _filters(p)
     p.add_argument("--phone", help="only this number, as people type it")
     _output(p)
+    admin_sessions.add_session_actions(ss)  # list, disconnect (issue 13)
 
     p = sub.add_parser("purge", help="remove data past retention",
                        description="Remove journal entries, sessions, expired passwords and "
@@ -452,3 +455,5 @@ def _register(sub: Any) -> None:
 
 
 register(_register)
+
+from radiusd import admin_sessions  # noqa: E402  (sessions list|disconnect, numbers)

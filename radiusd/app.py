@@ -101,6 +101,8 @@ class Server:
         self.sms = await self._start_sms()
         self.auth = OtpAuth(cfg, self.book, self.store, self.sms_wake)
         self.session_end = SessionEnd(self.book)  # Rules §8, §10: what a session's end ends
+        self._start_disconnects()  # issue 13: revocations tell the NAS (RFC 5176)
+        self.auth.replaced = self.session_end.replaced
         self.accounting = AccountingPolicy(self.store, self.session_end, self._login_of)
         self.dispatcher = Dispatcher(self.auth, self.accounting, self.clock, self.health)
         self.reaper = Reaper(cfg, self.book, self.session_end, self.store, self.clock)
@@ -128,6 +130,16 @@ class Server:
 
         # None when [http] listen is empty, and in every worker but the first.
         self.http = await start_http(self) if self.worker == 0 else None
+
+    def _start_disconnects(self) -> None:
+        """The Disconnect-Request sender and its queue; each answer is recorded on
+        its session (docs/coa.md)."""
+        from radiusd.radius.disconnect import Disconnector, DisconnectQueue, routes_from_config
+
+        self.disconnector = Disconnector(routes_from_config(self.config.clients), self.clock)
+        self.disconnects = DisconnectQueue(self.disconnector, self.session_end.recorded)
+        self.session_end.kick = self.session_end.queue_to(self.disconnects)
+        self.background.append(asyncio.create_task(self.disconnects.run(), name="coa"))
 
     def _login_of(self, name: str) -> str:
         """Accounting's User-Name as the login it was at Access-Request (E.164)."""
@@ -256,6 +268,9 @@ class Server:
                 task.cancel()
         for listener in self.listeners:
             listener.close()
+        if hasattr(self, "disconnector"):
+            await self.disconnects.close()
+            await self.disconnector.close()
         if hasattr(self, "book"):
             self._publish()  # the last counts, for a first worker still serving
             self.book.close()

@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from radiusd import messages, phone
@@ -60,6 +60,9 @@ class OtpAuth:
         self.sms_queued = sms_queued
         self.language = config.otp.language
         self._voucher_misses: OrderedDict[str, float] = OrderedDict()
+        # `[otp] one_session_per_number`: ends the number's other sessions after a new
+        # login (session_end.SessionEnd.replaced, set by the server).
+        self.replaced: Callable[[str, int, float], Awaitable[int]] | None = None
 
     def _reject(self, key: str, **values: object) -> Reply:
         return Reply.reject(messages.text(key, self.language, **values))
@@ -197,6 +200,8 @@ class OtpAuth:
                                          nas_address=nas_address, now=now):
                 # Claimed, burned or ended meanwhile (here or at another node): Rules §8.
                 return self._reject("password_expired")
+            if self.config.otp.one_session_per_number and self.replaced is not None:
+                await self.replaced(context.login, pw.id, now)
         return self._accept(pw, now)
 
     def _accept(self, pw: Password, now: float) -> Reply:

@@ -286,6 +286,8 @@ class OtpConfig(_Section):
     wrong_per_device_hourly: int = Field(default=10, ge=1)
     wrong_per_nas_hourly: int = Field(default=100, ge=1)
     language: Literal["kk", "ru", "en"] = "en"
+    # A new login of a number ends its other sessions (Disconnect-Request, docs/coa.md).
+    one_session_per_number: bool = False
     session_timeout_seconds: int = Field(default=0, ge=0)  # 0: not sent
     idle_timeout_seconds: int = Field(default=0, ge=0)  # 0: not sent
     # Sealing key file, created 0600 when missing. Empty: $RADIUSD_KEY_FILE, else
@@ -322,6 +324,9 @@ class AccountingConfig(_Section):
     # 0 means 3 x interim interval + 60 s margin.
     stale_after_seconds: float = Field(default=0, ge=0)
     reaper_interval_seconds: float = Field(default=60.0, gt=0)
+    # Rules §8 without accounting: a password accepted with no Accounting-Start within
+    # this many seconds expires (single-use on a NAS that sends no accounting); 0: never.
+    start_grace_seconds: float = Field(default=120.0, ge=0)
 
     def stale_after(self) -> float:
         return self.stale_after_seconds or 3 * self.interim_interval_seconds + 60

@@ -288,6 +288,12 @@ def voucher_session_ended_ops(journal_id: int, at: float) -> list[Op]:
     return [kept.voucher_ended(journal_id, at)]
 
 
+def voucher_unused_ops(journal_id: int, at: float) -> list[Op]:
+    """A voucher never used ends its entry at its TTL, marked unused (the event's
+    detail says `"unused": true`), unless the entry is already closed."""
+    return [kept.voucher_unused(journal_id, at)]
+
+
 def purge_entries(conn: sqlite3.Connection, cutoff: float) -> int:
     """Retention: delete entries that ended before `cutoff`, with their events; open
     entries are kept whatever their age. Runs in the caller's transaction, all at

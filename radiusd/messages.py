@@ -115,6 +115,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "This access point's controller does not sign its requests "
               "(Message-Authenticator)",
     },
+    "number_blocked": {
+        "kk": "Бұл нөмірге Wi-Fi жабық. Әкімшіге хабарласыңыз",
+        "ru": "Для этого номера доступ к Wi-Fi закрыт. Обратитесь к администратору",
+        "en": "Wi-Fi access is blocked for this number. Please contact the staff",
+    },
     "unsupported_method": {
         "kk": "Бұл кіру әдісіне қолдау көрсетілмейді (PAP немесе CHAP керек)",
         "ru": "Этот способ входа не поддерживается (нужен PAP или CHAP)",

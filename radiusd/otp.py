@@ -29,7 +29,7 @@ from radiusd.config import OtpConfig, SmsConfig
 from radiusd.limits import DAY, HOUR, MINUTE, GuessLimits, Refused, SmsLimits, Window
 from radiusd.limits import prune as prune_limits
 from radiusd.sealing import Sealer
-from radiusd.store import challenges
+from radiusd.store import blocked, challenges
 from radiusd.store import limits as counted
 from radiusd.store import passwords as stored
 from radiusd.store.backend import Backend, Op
@@ -138,6 +138,8 @@ class PasswordBook:
         """Apply the limits, then issue and queue the SMS in one transaction (with
         ``extra``, e.g. the Access-Challenge State). The resend wait is claimed in the
         database first: of concurrent presses for one number, on any nodes, one wins."""
+        if await blocked.reason_of(self.store, login, self.quick) is not None:
+            return Refused("number_blocked")  # issue 13: no password, no SMS
         keys = self.limits.keys(login, device, nas)
         counts = await counted.counts(self.store, self.limits.asks(keys, now),
                                       cooldown_of=login, quick=self.quick)
@@ -202,7 +204,12 @@ class PasswordBook:
         actives: list[Password] = []
         issued: list[Password] = []
         lifetime = self.cfg.max_lifetime_seconds
-        for pw in await self.live(login):
+        live = await self.live(login)
+        if live and await blocked.reason_of(self.store, login, self.quick) is not None:
+            # Blocked while a password was live (`numbers block` expires them; this
+            # covers the moment between): no login (issue 13).
+            return Checked(None, "number_blocked")
+        for pw in live:
             dead = now >= pw.issued_at + lifetime
             if pw.state == "active":
                 if dead:
@@ -252,6 +259,8 @@ class PasswordBook:
         newest = await stored.newest_of(self.store, login)
         if newest is not None and newest.expire_reason == "sms_failed":
             return Checked(None, "sms_failed", ops)  # Rules §6: say why, not "expired"
+        if newest is not None and newest.expire_reason == "blocked":
+            return Checked(None, "number_blocked", ops)
         return Checked(None, "password_expired", ops)
 
     async def _wrong(self, passwords: list[Password], now: float, ops: list[Op]) -> bool:
@@ -294,11 +303,15 @@ class PasswordBook:
 
     # -- Rules §8-§9: expiry ------------------------------------------------------------
 
-    def expire(self, pw: Password, now: float, reason: str) -> list[Op]:
+    def expire(self, pw: Password, now: float, reason: str,
+               last_seen: float | None = None) -> list[Op]:
         """The one way a password ends (Rules §8-§9), with what ends with it. The write
-        changes nothing when it is dead already (another node ended it first)."""
+        changes nothing when it is dead already (another node ended it first).
+        ``last_seen``: when its session was last heard of, if it ended unseen (the
+        reaper, a NAS reboot, the maximum lifetime): what the journal records (§10)."""
         pw.state = "expired"
-        return [stored.expire_by_id(pw.id, now, reason), *self.ended(pw, now)]
+        at = now if last_seen is None else min(now, last_seen)
+        return [stored.expire_by_id(pw.id, now, reason), *self.ended(pw, at)]
 
     def expire_class(self, class_token: str, now: float, reason: str) -> list[Op]:
         """The password our Class value names is dead (Rules §8), whatever was read."""

@@ -3,7 +3,10 @@
 A NAS that reboots or loses its link never sends Stop (MikroTik sends no
 Accounting-On either), so a session with no update for
 `[accounting] stale_after_seconds` is closed here and its password expired, and a
-password past `[otp] max_lifetime_seconds` dies whatever the NAS says.
+password past `[otp] max_lifetime_seconds` dies whatever the NAS says (and the NAS is
+told: `SessionEnd.lifetime_over`). A password no accounting spoke of within
+`[accounting] start_grace_seconds` of its login dies too (Rules §8 without
+accounting: `SessionEnd.unseen_over`).
 """
 
 from __future__ import annotations
@@ -43,10 +46,16 @@ class Reaper:
         ops: list[Op] = []
         for r in rows:
             ops += await self.ends.end_session(r.class_token, r.login, r.device, now,
-                                               "stale_session")
+                                               "stale_session", last_seen=r.updated_at)
+        # Issue 13: past the maximum lifetime the NAS is told too; without accounting
+        # a password is single-use (Rules §8).
+        revoked = await self.ends.lifetime_over(now)
+        grace = self.config.accounting.start_grace_seconds
+        if grace:
+            revoked += await self.ends.unseen_over(now, grace)
         ended = await self.book.sweep(now)
         await self.store.write(ops + ended)
-        done = len(rows) + len(ops) + len(ended) - PRUNES
+        done = len(rows) + len(ops) + len(ended) - PRUNES + revoked
         if done:
             log.info("reaper: closed %d stale session(s), %d write(s)", len(rows), done)
         return done

@@ -228,6 +228,8 @@ async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response
     counters.otp[result.reason] += 1
     if result.reason in BAD_INPUT:
         return _json({"error": result.reason, "message": result.message(lang)}, 400)
+    if result.reason == "number_blocked":  # `radiusd numbers block`: waiting won't help
+        return _json({"error": result.reason, "message": result.message(lang)}, 403)
     return _refused(result.reason, result.message(lang), result.retry_after)
 
 
@@ -338,6 +340,8 @@ async def metrics_page(request: web.Request) -> web.Response:
     text += metrics.render_bounds(request.app[COUNTERS], request.app[GUARD], server.health,
                                   server.sms, await sms_waiting(server))
     text += metrics.render_limits(own.sms_refused, own.guess_refused)
+    text += metrics.render_disconnects(server.disconnector.samples(),
+                                       server.session_end.no_accounting)
     return web.Response(text=text, content_type="text/plain",
                         headers={"X-Content-Type-Options": "nosniff"},
                         charset="utf-8")
@@ -369,6 +373,9 @@ OPENAPI: dict[str, Any] = {
                         "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/Sent"}}}},
                 "400": {"description": "Not a mobile number that may get a password.",
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Error"}}}},
+                "403": {"description": "The number is blocked (radiusd numbers block).",
                         "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/Error"}}}},
                 "429": {"description": "Limited; ask again after Retry-After seconds.",

@@ -338,3 +338,30 @@ def render_limits(sms_refused: Counter[str], guess_refused: Counter[str]) -> str
         ({"cap": cap.key}, refused.get(cap.key, 0)) for cap in (*SMS_CAPS, *GUESS_CAPS)))
     return "\n".join(lines) + "\n"
 
+
+
+def render_disconnects(samples: list[tuple[str, dict[str, str], int]],
+                       no_accounting: Counter[str]) -> str:
+    """Issue 13: Disconnect-Requests sent and how they ended (`Disconnector.samples`),
+    and passwords made single-use because their NAS sent no accounting (Rules §8)."""
+    helps = {
+        "radiusd_coa_requests_total": "Disconnect-Requests sent (RFC 5176).",
+        "radiusd_coa_retransmissions_total": "Disconnect-Requests sent again (no answer yet).",
+        "radiusd_coa_answers_total": "Disconnect-ACK and Disconnect-NAK received, by result.",
+        "radiusd_coa_timeouts_total": "Disconnect-Requests no NAS answered.",
+        "radiusd_coa_queue_full_total": "Disconnect-Requests not sent: too many waiting.",
+        "radiusd_coa_late_duplicates_total": "Answers to requests already ended.",
+        "radiusd_coa_forged_total": "Answers refused as not the NAS's, by reason.",
+    }
+    lines: list[str] = []
+    seen: set[str] = set()
+    for name, labels, value in samples:
+        if name not in seen:
+            seen.add(name)
+            lines += _family(name, "counter", helps.get(name, name))
+        lines += _samples(name, [(dict(labels), value)])
+    name = "radiusd_passwords_without_accounting_total"
+    lines += _family(name, "counter", "Passwords expired because no Accounting-Start came "
+                     "(the NAS sends no accounting: passwords are single-use), by NAS.")
+    lines += _samples(name, (({"nas": n}, v) for n, v in sorted(no_accounting.items())))
+    return "\n".join(lines) + "\n"

@@ -229,10 +229,18 @@ def voucher_ended(journal_id: int, at: float) -> Op:
                              journal_id))
 
 
-def _detail(field: str, at: float) -> str:
+def voucher_unused(journal_id: int, at: float) -> Op:
+    """The entry's voucher was never used: it ends at `at` (its TTL), marked unused,
+    unless it is already closed."""
+    return (_VOUCHER_ENDED, (at, SERVER_ACTOR, _detail("ended_at", at, unused=True,
+                                                     reason="voucher never used"),
+                             journal_id, journal_id))
+
+
+def _detail(field: str, at: float, **more: Any) -> str:
     """An event's detail as the journal keeps it (built here, not by SQLite's
     json_object, so the statement runs on PostgreSQL too)."""
-    return json.dumps({"field": field, "value": at})
+    return json.dumps({"field": field, "value": at, **more})
 
 
 # Per voucher Accounting-Start, and per end of a voucher's password (Stop, NAS

@@ -313,6 +313,32 @@ MIGRATIONS: list[str] = [
     UPDATE sessions SET unique_id = nas || ':' || acct_session_id || ':' || unique_id
     WHERE stopped_at IS NULL;
     """,
+    # 10: revocations (issue 13). A session remembers the User-Name its NAS sent (the
+    # Disconnect-Request names it so) and the last Disconnect-Request about it and its
+    # answer; a session is found by its Class among the open ones. A password
+    # remembers when accounting first spoke of it (Rules §8: without an
+    # Accounting-Start it is single-use); those in use before this version count as
+    # seen. Blocked numbers get no password and no SMS.
+    # portable: run as-is on PostgreSQL too
+    """
+    ALTER TABLE sessions ADD COLUMN user_name TEXT;
+    ALTER TABLE sessions ADD COLUMN disconnect_at DOUBLE PRECISION;
+    ALTER TABLE sessions ADD COLUMN disconnect_answer TEXT;
+    ALTER TABLE sessions ADD COLUMN disconnect_error_cause INTEGER;
+    ALTER TABLE sessions ADD COLUMN disconnect_detail TEXT;
+    CREATE INDEX sessions_class ON sessions(class_token) WHERE stopped_at IS NULL;
+    CREATE INDEX sessions_login_open ON sessions(login) WHERE stopped_at IS NULL;
+    ALTER TABLE passwords ADD COLUMN acct_seen_at DOUBLE PRECISION;
+    UPDATE passwords SET acct_seen_at = claimed_at WHERE state = 'active';
+    CREATE INDEX passwords_unseen ON passwords(claimed_at)
+        WHERE state = 'active' AND acct_seen_at IS NULL;
+    CREATE TABLE blocked_numbers (
+        login       TEXT PRIMARY KEY,
+        since       DOUBLE PRECISION NOT NULL,
+        reason      TEXT NOT NULL,
+        actor       TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -240,6 +240,45 @@ def queue_sms(*, id: int, password_id: int, recipient: str, body: bytes, at: flo
     return (_QUEUE_SMS, (id, password_id, recipient, body, at, at))
 
 
+# Rules §8 without accounting (issue 13): accounting's first word about a password
+# marks it seen; one in use and never seen within the grace is single-use.
+_SEEN_BY_CLASS = """
+UPDATE passwords SET acct_seen_at = ?
+WHERE class_token = ? AND state != 'expired' AND acct_seen_at IS NULL
+"""
+_SEEN_BY_LOGIN = """
+UPDATE passwords SET acct_seen_at = ?
+WHERE login = ? AND state = 'active' AND device = ? AND acct_seen_at IS NULL
+"""
+_UNSEEN = (f"SELECT {_COLUMNS} FROM passwords"
+           " WHERE state = 'active' AND acct_seen_at IS NULL AND claimed_at <= ?")
+_EXPIRE_LIVE_OF = """
+UPDATE passwords SET state = 'expired', expired_at = ?, expire_reason = ?
+WHERE login = ? AND state IN ('issued', 'active')
+"""
+
+
+def seen_by_class(class_token: str, at: float) -> Op:
+    """Accounting spoke of the password our Class names (Rules §8: it has a session)."""
+    return (_SEEN_BY_CLASS, (at, class_token))
+
+
+def seen_by_login(login: str, device: str, at: float) -> Op:
+    """The same for a NAS that does not echo Class (RFC 2865 §5.25)."""
+    return (_SEEN_BY_LOGIN, (at, login, device))
+
+
+async def unseen(db: Backend, claimed_before: float) -> list[PasswordRow]:
+    """Passwords in use since before `claimed_before` that accounting never spoke of
+    (along `passwords_unseen`)."""
+    return [_row(r) for r in await db.fetchall(_UNSEEN, (claimed_before,), slow=True)]
+
+
+def expire_live_of(login: str, at: float, reason: str) -> Op:
+    """Every live password of a number dies (a blocked number)."""
+    return (_EXPIRE_LIVE_OF, (at, reason, login))
+
+
 # Per request (Get password, login, Stop, a voucher name), per outbox give-up, and
 # the start-up reads (issue 18 item 7: start stays fast whatever the history).
 HOT: list[tuple[str, str, tuple[Any, ...]]] = [
@@ -261,6 +300,10 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("passwords.expire_by_id", _EXPIRE_BY_ID, (0.0, "sms_failed", 1)),
     ("passwords.queue_sms", _QUEUE_SMS, (1, 1, "+77010000000", b"x", 0.0, 0.0)),
     ("passwords.live_voucher", _LIVE_VOUCHER, ("pc-7-abc",)),
+    ("passwords.seen_by_class", _SEEN_BY_CLASS, (0.0, "rd1.x")),
+    ("passwords.seen_by_login", _SEEN_BY_LOGIN, (0.0, "+77010000000", "aabbccddeeff")),
+    ("passwords.unseen", _UNSEEN, (0.0,)),
+    ("passwords.expire_live_of", _EXPIRE_LIVE_OF, (0.0, "blocked", "+77010000000")),
 ]
 # Run on PostgreSQL only (tests/test_query_plans.py asserts them there).
 PG_HOT: list[tuple[str, str, tuple[Any, ...]]] = [

@@ -16,8 +16,8 @@ from radiusd.store.backend import Backend, Op, SyncConnection
 _RECORD = """
 INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
     started_at, updated_at, stopped_at, session_time, input_octets, output_octets,
-    input_packets, output_packets, terminate_cause, class_token)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    input_packets, output_packets, terminate_cause, class_token, user_name)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(unique_id) DO UPDATE SET
     login = COALESCE(excluded.login, sessions.login),
     device = COALESCE(excluded.device, sessions.device),
@@ -37,7 +37,8 @@ ON CONFLICT(unique_id) DO UPDATE SET
     output_packets = CASE WHEN excluded.output_packets > sessions.output_packets
         THEN excluded.output_packets ELSE sessions.output_packets END,
     terminate_cause = COALESCE(sessions.terminate_cause, excluded.terminate_cause),
-    class_token = COALESCE(sessions.class_token, excluded.class_token)
+    class_token = COALESCE(sessions.class_token, excluded.class_token),
+    user_name = COALESCE(sessions.user_name, excluded.user_name)
 """
 _RETIRE = """
 UPDATE sessions SET unique_id = unique_id || '/' || id
@@ -56,7 +57,7 @@ WHERE unique_id = ? AND stopped_at IS NULL
 _CLOSE_ALL_STALE = """
 UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Stale'
 WHERE stopped_at IS NULL AND updated_at < ?
-RETURNING unique_id, class_token, login, device
+RETURNING unique_id, class_token, login, device, updated_at
 """
 _CLOSE_NAS = """
 UPDATE sessions SET stopped_at = ?, updated_at = ?, terminate_cause = ?
@@ -78,18 +79,29 @@ class OpenSession(NamedTuple):
     device: str | None
 
 
+class StaleSession(NamedTuple):
+    """A session the reaper closed, with when it was last heard of (Rules §10)."""
+
+    unique_id: str
+    class_token: str | None
+    login: str | None
+    device: str | None
+    updated_at: float
+
+
 def record(*, unique_id: str, login: str | None, device: str | None, nas: str,
            nas_address: str, acct_session_id: str, framed_ip: str | None,
            started_at: float, updated_at: float, stopped_at: float | None,
            session_time: int, input_octets: int, output_octets: int, input_packets: int,
-           output_packets: int, terminate_cause: str | None, class_token: str | None) -> Op:
+           output_packets: int, terminate_cause: str | None, class_token: str | None,
+           user_name: str | None = None) -> Op:
     """Start, Interim-Update or Stop (RFC 2866): open or refresh the row. Counters only
     grow, a stop time once set stays, so retransmissions and reordering change nothing.
     (The larger of two values is a CASE: scalar MAX(a, b) is SQLite's only.)"""
     return (_RECORD, (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
                       started_at, updated_at, stopped_at, session_time, input_octets,
                       output_octets, input_packets, output_packets, terminate_cause,
-                      class_token))
+                      class_token, user_name))
 
 
 def retire(unique_id: str) -> Op:
@@ -108,11 +120,11 @@ def close_stale(unique_id: str) -> Op:
     return (_CLOSE_STALE, (unique_id,))
 
 
-async def close_stale_sessions(db: Backend, before: float) -> list[OpenSession]:
+async def close_stale_sessions(db: Backend, before: float) -> list[StaleSession]:
     """Close every open session last updated before `before` (the reaper, DESIGN flow
     5) and return those this call closed: closed elsewhere meanwhile, not returned."""
     (rows,) = await db.run([(_CLOSE_ALL_STALE, (before,))])
-    return [OpenSession(r[0], r[1], r[2], r[3]) for r in rows]
+    return [StaleSession(r[0], r[1], r[2], r[3], float(r[4])) for r in rows]
 
 
 def close_nas(nas: str, nas_address: str, at: float, now: float, cause: str) -> Op:
@@ -132,11 +144,94 @@ async def stale(db: Backend, before: float) -> list[OpenSession]:
     return [OpenSession(r[0], r[1], r[2], r[3]) for r in rows]
 
 
+# Revocations (issue 13): a live session is closed with its cause, once, whichever
+# node or command does it (RETURNING: only the closer tells the NAS).
+_LIVE_COLUMNS = ("id, unique_id, login, user_name, device, nas, nas_address, acct_session_id,"
+                 " framed_ip, class_token, COALESCE(started_at, updated_at), updated_at")
+_REVOKE_BY_CLASS = f"""
+UPDATE sessions SET stopped_at = ?, terminate_cause = ?
+WHERE class_token = ? AND stopped_at IS NULL
+RETURNING {_LIVE_COLUMNS}
+"""
+_REVOKE_BY_LOGIN = f"""
+UPDATE sessions SET stopped_at = ?, terminate_cause = ?
+WHERE login = ? AND stopped_at IS NULL
+RETURNING {_LIVE_COLUMNS}
+"""
+_REVOKE_BY_ID = f"""
+UPDATE sessions SET stopped_at = ?, terminate_cause = ?
+WHERE id = ? AND stopped_at IS NULL
+RETURNING {_LIVE_COLUMNS}
+"""
+_LIVE_AT_NAS = (f"SELECT {_LIVE_COLUMNS} FROM sessions"
+                " WHERE nas = ? AND stopped_at IS NULL")
+_RECORD_DISCONNECT = """
+UPDATE sessions SET disconnect_at = ?, disconnect_answer = ?, disconnect_error_cause = ?,
+    disconnect_detail = ?
+WHERE unique_id = ?
+"""
+
+
+class LiveSession(NamedTuple):
+    """A live session as a Disconnect-Request names it (RFC 5176 §3) and the journal
+    dates it (Rules §10: last heard of at `updated_at`)."""
+
+    id: int
+    unique_id: str
+    login: str | None
+    user_name: str | None
+    device: str | None
+    nas: str
+    nas_address: str
+    acct_session_id: str
+    framed_ip: str | None
+    class_token: str | None
+    started_at: float
+    updated_at: float
+
+
+def _live(rows: list[Any]) -> list[LiveSession]:
+    return [LiveSession(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                        float(r[10]), float(r[11])) for r in rows]
+
+
+async def revoke_by_class(db: Backend, class_token: str, at: float,
+                          cause: str) -> list[LiveSession]:
+    """Close the open session our Class names (a revoked password's), with `cause`."""
+    (rows,) = await db.run([(_REVOKE_BY_CLASS, (at, cause, class_token))])
+    return _live(rows)
+
+
+async def revoke_of_login(db: Backend, login: str, at: float,
+                          cause: str) -> list[LiveSession]:
+    """Close every open session of a login (a blocked number, an admin's kick)."""
+    (rows,) = await db.run([(_REVOKE_BY_LOGIN, (at, cause, login))])
+    return _live(rows)
+
+
+async def revoke_by_id(db: Backend, session_id: int, at: float,
+                       cause: str) -> list[LiveSession]:
+    """Close one open session by its row id (`radiusd sessions list` shows it)."""
+    (rows,) = await db.run([(_REVOKE_BY_ID, (at, cause, session_id))])
+    return _live(rows)
+
+
+async def live_at_nas(db: Backend, nas: str) -> list[LiveSession]:
+    """The open sessions of one `[[clients]]` name (along `sessions_open`)."""
+    return _live(list(await db.fetchall(_LIVE_AT_NAS, (nas,))))
+
+
+def record_disconnect(unique_id: str, at: float, answer: str, error_cause: int | None,
+                      detail: str) -> Op:
+    """What the NAS answered the last Disconnect-Request about this session."""
+    return (_RECORD_DISCONNECT, (at, answer, error_cause, detail, unique_id))
+
+
 # Per Accounting-Request (Start, Interim, Stop, On/Off) and per reaper tick.
 HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("sessions.record", _RECORD,
      ("u", "+77010000000", None, "nas", "10.0.0.1", "s", None, 0.0, 0.0, None, 0, 0, 0, 0, 0,
-      None, None)),
+      None, None, None)),
     ("sessions.retire", _RETIRE, ("u",)),
     ("sessions.close_lost_stop", _CLOSE_LOST_STOP, ("u",)),
     ("sessions.close_stale", _CLOSE_STALE, ("u",)),
@@ -144,6 +239,11 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("sessions.close_nas", _CLOSE_NAS, (0.0, 0.0, "NAS-Reboot", "nas", "10.0.0.1")),
     ("sessions.open_session", _OPEN, ("u",)),
     ("sessions.stale", _STALE, (0.0,)),
+    ("sessions.revoke_by_class", _REVOKE_BY_CLASS, (0.0, "Max-Lifetime", "rd1.x")),
+    ("sessions.revoke_of_login", _REVOKE_BY_LOGIN, (0.0, "Admin-Reset", "+77010000000")),
+    ("sessions.revoke_by_id", _REVOKE_BY_ID, (0.0, "Admin-Reset", 1)),
+    ("sessions.live_at_nas", _LIVE_AT_NAS, ("nas",)),
+    ("sessions.record_disconnect", _RECORD_DISCONNECT, (0.0, "ack", None, "x", "u")),
 ]
 
 
@@ -216,3 +316,51 @@ def exported(conn: SyncConnection, since: float | None, until: float | None,
         if len(rows) < chunk:
             return
         after = (rows[-1][6], rows[-1][0])
+
+
+# `radiusd sessions list` (synchronous, not per request): the live ones along
+# `sessions_open` / `sessions_login_open`, otherwise the newest along `sessions_begin`.
+_LISTED = (
+    "SELECT id, login, device, nas, nas_address, acct_session_id, framed_ip,"
+    f" {_BEGIN} AS started_at, updated_at, stopped_at, terminate_cause,"
+    " disconnect_at, disconnect_answer, disconnect_error_cause, disconnect_detail"
+    " FROM sessions"
+)
+
+
+class ListedSession(NamedTuple):
+    """A session as `radiusd sessions list` shows it."""
+
+    id: int
+    login: str | None
+    device: str | None
+    nas: str
+    nas_address: str
+    acct_session_id: str
+    framed_ip: str | None
+    started_at: float
+    updated_at: float
+    stopped_at: float | None
+    terminate_cause: str | None
+    disconnect_at: float | None
+    disconnect_answer: str | None
+    disconnect_error_cause: int | None
+    disconnect_detail: str | None
+
+
+def listed(conn: SyncConnection, *, live: bool, login: str | None, nas: str | None,
+           limit: int) -> list[ListedSession]:
+    """Sessions newest first: the live ones only with `live`; of one login or NAS."""
+    where: list[str] = []
+    params: list[Any] = []
+    if live:
+        where.append("stopped_at IS NULL")
+    if login is not None:
+        where.append("login = ?")
+        params.append(login)
+    if nas is not None:
+        where.append("nas = ?")
+        params.append(nas)
+    sql = (_LISTED + (" WHERE " + " AND ".join(where) if where else "")
+           + f" ORDER BY {_BEGIN} DESC, id DESC LIMIT {int(limit)}")
+    return [ListedSession._make(r) for r in conn.execute(sql, params).fetchall()]
