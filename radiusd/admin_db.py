@@ -69,15 +69,11 @@ def _check(args: argparse.Namespace, config: Config, now: float) -> int:
     path = _existing(config)
     t0 = time.monotonic()
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        problems = lite.check_file(path, full=not args.quick)
     except sqlite3.Error as e:
-        raise _Failed(f"{path}: cannot open the database ({e})") from None
-    try:
-        problems = lite.check(conn, full=not args.quick)
-    except sqlite3.Error as e:
+        if lite.is_damage(e):  # not even the header or schema reads
+            raise _Failed(damaged(path, e)) from None
         raise _Failed(f"{path}: the check could not run ({e})") from None
-    finally:
-        conn.close()
     what = "quick_check" if args.quick else "integrity_check"
     if problems:
         print(f"{path}: damaged ({what} found {len(problems)}"

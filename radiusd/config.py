@@ -427,9 +427,9 @@ class Config(_Section):
     journal: JournalConfig = JournalConfig()
     http: HttpConfig = HttpConfig()
 
-    # Where the file was read from (None: embedded defaults). Relative paths in the
-    # file (database.path, otp.key_file, sms.file.path) are relative to its directory
-    # (`load`); with the embedded defaults, to the working directory.
+    # Where the file was read from (None: embedded defaults). Relative paths written in
+    # the file (database.path, otp.key_file, sms.file.path) are relative to its
+    # directory (`load`); defaults left out, to the working directory.
     source: str | None = Field(default=None, exclude=True)
     # How `source` was found (`find_config`): "-c", "$RADIUSD_CONFIG", "the default
     # place" or "" for the embedded defaults.
@@ -588,17 +588,21 @@ def find_config(explicit: str | None, env: Mapping[str, str] | None = None,
 
 
 def _beside(config: Config, base: Path) -> Config:
-    """Relative paths of a config file made absolute against its directory, so that
-    every command finds the same files from any working directory (issue 14)."""
+    """Relative paths written in a config file made absolute against its directory, so
+    that every command finds the same files from any working directory (issue 14)."""
     def at(value: str) -> str:
         if not value or value == ":memory:" or os.path.isabs(value):
             return value
         return str(base / value)
 
-    database = config.database
-    if database.url is None:
+    # Only what the file says: a key left out keeps its default, relative to the working
+    # directory as with the embedded defaults (the Docker image's /data).
+    database, otp, sms = config.database, config.otp, config.sms
+    if database.url is None and "path" in database.model_fields_set:
         database = database.model_copy(update={"path": at(database.path)})
-    otp = config.otp.model_copy(update={"key_file": at(config.otp.key_file)})
-    sms = config.sms.model_copy(update={
-        "file": config.sms.file.model_copy(update={"path": at(config.sms.file.path)})})
+    if "key_file" in otp.model_fields_set:
+        otp = otp.model_copy(update={"key_file": at(otp.key_file)})
+    if "path" in sms.file.model_fields_set:
+        sms = sms.model_copy(update={
+            "file": sms.file.model_copy(update={"path": at(sms.file.path)})})
     return config.model_copy(update={"database": database, "otp": otp, "sms": sms})

@@ -334,3 +334,15 @@ async def test_serve_says_when_it_creates_a_new_database_and_directory(
     await store.open()  # there now: nothing said
     await store.close()
     assert not [r for r in caplog.records if "new, empty database" in r.getMessage()]
+
+
+def test_a_path_left_out_keeps_the_working_directory_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Docker image's config leaves path out: the database lands in /data, the
+    working directory, not beside the read-only config."""
+    conf = tmp_path / "etc" / "radiusd.toml"
+    conf.parent.mkdir()
+    conf.write_text('[sms]\nprovider = "file"\n')
+    monkeypatch.chdir(tmp_path)
+    loaded = load(conf)
+    assert (loaded.database.path, loaded.sms.file.path) == ("radiusd.db", "outbox.jsonl")

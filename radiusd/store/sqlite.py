@@ -196,6 +196,16 @@ def check(conn: sqlite3.Connection, full: bool = False, limit: int = 20) -> list
             if line not in ("ok", "") and not line.startswith("*** ")][:limit]
 
 
+def check_file(path: str, full: bool = True) -> list[str]:
+    """`radiusd db check`: `check` on the file at ``path``, read only where SQLite
+    can be (a WAL file without its -shm needs write access to make one)."""
+    conn = _open_backup(path)
+    try:
+        return check(conn, full=full)
+    finally:
+        conn.close()
+
+
 def lock_shared(path: str) -> int | None:
     """`serve` marks the file in use: a shared `flock` on it, held until `unlock`
     (SQLite's own locks are POSIX locks, which flock does not touch). Raises
