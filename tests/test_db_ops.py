@@ -346,3 +346,28 @@ def test_a_path_left_out_keeps_the_working_directory_default(
     monkeypatch.chdir(tmp_path)
     loaded = load(conf)
     assert (loaded.database.path, loaded.sms.file.path) == ("radiusd.db", "outbox.jsonl")
+
+
+async def test_a_server_that_finds_damage_after_start_says_so_and_answers_no_radius(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's server said `ready` and `/healthz` said `"store":"ok"` over a damaged
+    page. A file checked after start (as one of gigabytes is) now turns unhealthy."""
+    import aiohttp
+
+    from radiusd.store import sqlite as lite
+    from radiusd.testing.nas import NoReply
+    from radiusd.testing.server import nas_for
+
+    monkeypatch.setattr(lite, "CHECK_BEFORE_START_BYTES", 0)
+    config = loopback_config(tmp_path, http={"listen": ["127.0.0.1:0"]})
+    fill(Path(config.database.path))
+    damage(Path(config.database.path))
+    async with running_server(config, ManualClock()) as server:
+        assert isinstance(server.store, Store) and server.store.checked is not None
+        await server.store.checked
+        async with aiohttp.ClientSession() as s, s.get(server.http.url("/healthz")) as r:
+            status, body = r.status, await r.json()
+        assert status == 503 and "the database is damaged" in body["checks"]["store"]
+        nas = nas_for(server, timeout=0.3, retries=0)
+        with pytest.raises(NoReply):
+            await nas.send(nas.access_request("8 701 234 56 78", ""))
