@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, NoReturn
 
 from radiusd import export, journal, retention
-from radiusd.cli import UsageError, add_config_arg, load_config, register
+from radiusd.cli import UsageError, add_config_arg, config_named, load_config, register
 from radiusd.clock import SystemClock
 from radiusd.config import Config
 from radiusd.store.backend import SyncConnection, connect_sync
@@ -70,6 +70,11 @@ def parse_time(text: str, flag: str, now: float, *, end_of_day: bool = False) ->
         return datetime.fromisoformat(s).astimezone().timestamp()
     except ValueError:
         raise UsageError(f"{flag}: cannot read {text!r} as a time; type {TIME_EXAMPLE}") from None
+
+
+def _to_the_minute(text: str) -> bool:
+    """A time typed without seconds (``10:38``, ``2026-01-05T10:38+05:00``)."""
+    return re.search(r"\d:\d{2}(:\d{2})", text) is None and ":" in text
 
 
 def _shown(t: float | None) -> str:
@@ -127,9 +132,18 @@ def _database(config: Config) -> Iterator[SyncConnection]:
         finally:
             conn.close()
         return
+    from radiusd.store.sqlite import MissingDatabase, is_damage
+
     path = config.database.path
     try:
-        conn = connect_sync(config.database)
+        conn = connect_sync(config.database, create=False)
+    except MissingDatabase:
+        raise _Failed(missing_database(config)) from None
+    except sqlite3.DatabaseError as e:
+        if is_damage(e):
+            raise _Failed(damaged(path, e)) from None
+        raise _Failed(f"{path}: cannot open the database ({e}): run this as the user that "
+                      "runs `radiusd serve`, with the same -c FILE") from None
     except (sqlite3.Error, OSError) as e:
         raise _Failed(
             f"{path}: cannot open the database ({e}): run this as the user that runs "
@@ -137,12 +151,28 @@ def _database(config: Config) -> Iterator[SyncConnection]:
         ) from None
     try:
         yield conn
-    except sqlite3.OperationalError as e:
+    except sqlite3.DatabaseError as e:
+        if is_damage(e):
+            raise _Failed(damaged(path, e)) from None
         if "locked" in str(e) or "busy" in str(e):
             raise _Failed(f"{path}: the database stayed busy ({e}): try again") from None
         raise
     finally:
         conn.close()
+
+
+def missing_database(config: Config) -> str:
+    """One line: no database where this config points, and how to point elsewhere."""
+    return (f"{config.database.path}: no database here (config: {config_named(config)}); "
+            "only `radiusd serve` and `radiusd db init` create one. Give the config the "
+            "server uses: -c FILE or RADIUSD_CONFIG=FILE")
+
+
+def damaged(path: str, error: BaseException) -> str:
+    """One line for a database SQLite calls damaged, with what to do."""
+    from radiusd.store.sqlite import WHAT_TO_DO
+
+    return f"{path}: the database is damaged ({error}): {WHAT_TO_DO}"
 
 
 class _Failed(Exception):
@@ -159,6 +189,13 @@ def _command(fn: Callable[[argparse.Namespace, Config, float], int]) -> Callable
             raise UsageError(str(e)) from None
         except _Failed as e:
             print(f"radiusd: {e}", file=sys.stderr)
+            return 1
+        except sqlite3.DatabaseError as e:  # one line, never a traceback (issue 14)
+            from radiusd.store.sqlite import is_damage
+
+            what = damaged(config.database.path, e) if is_damage(e) else \
+                f"{config.database.path}: the database failed: {e}"
+            print(f"radiusd: {what}", file=sys.stderr)
             return 1
     return run
 
@@ -186,8 +223,10 @@ def _journal_open(args: argparse.Namespace, config: Config, now: float) -> int:
         from radiusd.sealing import Sealer
 
         vouchers = journal.VoucherSettings(
-            Sealer.from_config(config.otp, database=None if config.database.url
-                               else config.database.path),
+            # The key `serve` made: never a new one here (a voucher sealed with a key
+            # the server does not have gets no reply; issue 14).
+            Sealer.from_config(config.otp, create=False, database=None
+                               if config.database.url else config.database.path),
             config.otp.length, config.otp.language)
     with _database(config) as conn:
         opened = journal.open_entry(
@@ -207,6 +246,12 @@ def _journal_close(args: argparse.Namespace, config: Config, now: float) -> int:
     entry_id = _entry_id(args.id)
     at = parse_time(args.at, "--at", now) if args.at else now
     with _database(config) as conn:
+        if args.at and _to_the_minute(args.at):
+            # "10:38" names the whole minute: an entry opened at 10:38:25 may close at
+            # 10:38 (the time the refusal suggests is shown to the minute too).
+            started = journal.get_entry(conn, entry_id).started_at
+            if at <= started < at + 60:
+                at = started
         entry = journal.close_entry(conn, now, entry_id, at, actor())
     print(f"entry {entry.id} closed at {_shown(entry.ended_at)}")
     if entry.voucher_login:  # its session ends too, and its NAS is told (issue 13)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from radiusd import __version__
-from radiusd.config import Config, ConfigError, load
+from radiusd.config import Config, ConfigError, find_config, load
 
 Command = Callable[[argparse.Namespace], int]
 _commands: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
@@ -24,18 +25,49 @@ class UsageError(Exception):
 def add_config_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument(
         "-c", "--config", metavar="FILE", required=required,
-        help="TOML configuration file (default: the embedded defaults)",
+        help="TOML configuration file (default: $RADIUSD_CONFIG, else "
+             "/etc/radiusd/radiusd.toml when it exists, else the embedded defaults)",
     )
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    return load(getattr(args, "config", None))
+    """The config every command reads, found as `serve` finds it (`find_config`); with
+    -v, one line on stderr naming the config, the database and the sealing key."""
+    path, how = find_config(getattr(args, "config", None))
+    config = load(path).model_copy(update={"found_by": how})
+    if getattr(args, "verbose", False):
+        print(f"radiusd: {where_data(config)}", file=sys.stderr)
+    return config
+
+
+def config_named(config: Config) -> str:
+    """The config file and how it was found, for messages."""
+    if config.source is None:
+        return ("the embedded defaults (no -c, no $RADIUSD_CONFIG, no "
+                "/etc/radiusd/radiusd.toml)")
+    return f"{config.source} (from {config.found_by})" if config.found_by else config.source
+
+
+def where_data(config: Config) -> str:
+    """One line: which config, database and sealing key this command uses (issue 14)."""
+    from radiusd.sealing import locate_key
+    from radiusd.store.backend import describe
+
+    database = describe(config.database)
+    if config.database.url is None:
+        database = os.path.abspath(database)
+    try:
+        key = locate_key(config.otp, config.database.path).describe()
+    except ConfigError as e:
+        key = str(e)
+    return f"config {config_named(config)}; database {database}; sealing key {key}"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from radiusd.app import run
 
     config = load_config(args)
+    logging.getLogger("radiusd").info("%s", where_data(config))
     if config.server.workers > 1:  # processes sharing the ports (radiusd.workers)
         import tempfile
 
@@ -52,6 +84,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args)
     where = config.source or "embedded defaults"
     print(f"{where}: OK")
+    print(f"  config {config_named(config)}")
     for kind, addrs in (("auth", config.server.auth_listen), ("acct", config.server.acct_listen)):
         for a in addrs:
             print(f"  would listen for {kind} on {a}/udp")
@@ -113,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from radiusd import admin  # noqa: F401  (registers journal/sessions/purge)
+    from radiusd import admin, admin_db  # noqa: F401  (register journal/.../db)
 
     parser = build_parser()
     args = parser.parse_args(argv)

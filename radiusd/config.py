@@ -7,7 +7,9 @@ extend them compatibly, never rename them. Every error names the file and the ke
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -293,7 +295,7 @@ class OtpConfig(_Section):
     # Sealing key file, created 0600 when missing. Empty: $RADIUSD_KEY_FILE, else
     # /etc/radiusd/radiusd.key as root, else ~/.config/radiusd/radiusd.key; a
     # radiusd.key left in the working directory by earlier versions is used first
-    # (docs/keys.md). A relative path is relative to the working directory.
+    # (docs/keys.md). A relative path is relative to the config file's directory.
     key_file: str = ""
     key: str = ""  # base64 key; overrides key_file when set
 
@@ -430,9 +432,13 @@ class Config(_Section):
     journal: JournalConfig = JournalConfig()
     http: HttpConfig = HttpConfig()
 
-    # Where the file was read from (None: embedded defaults). Relative paths in the
-    # file are relative to the working directory, as with FreeRADIUS's -d.
+    # Where the file was read from (None: embedded defaults). Relative paths written in
+    # the file (database.path, otp.key_file, sms.file.path) are relative to its
+    # directory (`load`); defaults left out, to the working directory.
     source: str | None = Field(default=None, exclude=True)
+    # How `source` was found (`find_config`): "-c", "$RADIUSD_CONFIG", "the default
+    # place" or "" for the embedded defaults.
+    found_by: str = Field(default="", exclude=True)
 
     def warnings(self) -> list[str]:
         """Valid but probably not meant: said by check-config and at start."""
@@ -536,7 +542,8 @@ def format_validation_error(err: ValidationError, source: str, data: Any) -> str
 
 
 def load(path: str | Path | None) -> Config:
-    """Read and validate a TOML file; ``None`` gives the embedded defaults."""
+    """Read and validate a TOML file; ``None`` gives the embedded defaults. Relative
+    paths in the file are made absolute against the file's directory (`_beside`)."""
     if path is None:
         return Config()
     source = str(path)
@@ -554,9 +561,53 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: not UTF-8 text") from None
-    if "source" in data:
-        raise ConfigError(f"{source}: source: unknown key (see radiusd.example.toml)")
+    for internal in ("source", "found_by"):
+        if internal in data:
+            raise ConfigError(f"{source}: {internal}: unknown key (see radiusd.example.toml)")
     try:
-        return Config.model_validate(data).model_copy(update={"source": source})
+        config = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source, data)) from None
+    return _beside(config, Path(os.path.abspath(path)).parent).model_copy(
+        update={"source": source})
+
+
+CONFIG_ENV = "RADIUSD_CONFIG"
+DEFAULT_CONFIG = Path("/etc/radiusd/radiusd.toml")
+
+
+def find_config(explicit: str | None, env: Mapping[str, str] | None = None,
+                default: Path | None = None) -> tuple[str | None, str]:
+    """Which file `serve` and every other command read, and how it was found (README
+    "Which config file"): ``-c FILE``, else ``$RADIUSD_CONFIG``, else
+    /etc/radiusd/radiusd.toml when it exists, else (None) the embedded defaults."""
+    env = os.environ if env is None else env
+    default = DEFAULT_CONFIG if default is None else default
+    if explicit:
+        return explicit, "-c"
+    if env.get(CONFIG_ENV):
+        return env[CONFIG_ENV], f"${CONFIG_ENV}"
+    if default.is_file():
+        return str(default), "the default place"
+    return None, ""
+
+
+def _beside(config: Config, base: Path) -> Config:
+    """Relative paths written in a config file made absolute against its directory, so
+    that every command finds the same files from any working directory (issue 14)."""
+    def at(value: str) -> str:
+        if not value or value == ":memory:" or os.path.isabs(value):
+            return value
+        return str(base / value)
+
+    # Only what the file says: a key left out keeps its default, relative to the working
+    # directory as with the embedded defaults (the Docker image's /data).
+    database, otp, sms = config.database, config.otp, config.sms
+    if database.url is None and "path" in database.model_fields_set:
+        database = database.model_copy(update={"path": at(database.path)})
+    if "key_file" in otp.model_fields_set:
+        otp = otp.model_copy(update={"key_file": at(otp.key_file)})
+    if "path" in sms.file.model_fields_set:
+        sms = sms.model_copy(update={
+            "file": sms.file.model_copy(update={"path": at(sms.file.path)})})
+    return config.model_copy(update={"database": database, "otp": otp, "sms": sms})

@@ -225,7 +225,9 @@ def load_key_file(path: str, create: bool = True, database: str | None = None,
     p = Path(path)
     if not _exists(p):
         if not create:
-            raise ConfigError(f"{label}: {path} does not exist (start `radiusd serve` once)")
+            raise ConfigError(f"{label}: {path} does not exist: `radiusd serve` "
+                              "makes it at its first start (or `radiusd db init`); give "
+                              "the config the server uses (-c FILE)")
         if has_sealed_rows(database):
             raise ConfigError(
                 f"{label}: {p.absolute()} does not exist, but the database {database} "

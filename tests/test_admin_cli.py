@@ -26,6 +26,7 @@ from radiusd import journal
 from radiusd.cli import main
 from radiusd.config import DatabaseConfig
 from radiusd.journal import Person
+from radiusd.sealing import load_key_file
 from radiusd.store.backend import SyncConnection, connect_sync
 from radiusd.testing.nas import SimulatedNAS
 from radiusd.testing.server import DATABASE_URL_ENV
@@ -52,6 +53,10 @@ class Cli:
             "[journal]", *(f"{k} = {json.dumps(v)}" for k, v in journal_keys.items()),
         ]
         self.config.write_text("\n".join(lines) + "\n")
+        # What `radiusd serve` (or `radiusd db init`) makes at its first start.
+        if not self.url:
+            connect_sync(DatabaseConfig(path=str(self.db))).close()
+        load_key_file(str(tmp / "radiusd.key"))
 
     def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         p = subprocess.run(

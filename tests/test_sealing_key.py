@@ -242,6 +242,9 @@ async def test_journal_and_serve_find_the_same_legacy_key_from_anywhere(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     write_key(data / "radiusd.key")
+    from radiusd.store.sqlite import connect_sync
+
+    connect_sync(str(data / "radiusd.db")).close()  # the server ran there before
     new_place = tmp_path / "keys" / "radiusd.key"
     conf = config_file(tmp_path, data / "radiusd.db", vouchers=True)
     p = radiusd("journal", "open", "--surname", "Ким", "--name", "Ли", "--computer", "3",

@@ -91,15 +91,17 @@ class SyncConnection(Protocol):
     def close(self) -> None: ...
 
 
-def connect_sync(database: DatabaseConfig) -> SyncConnection:
-    """The admin CLI's connection to the store `[database]` names, migrated."""
+def connect_sync(database: DatabaseConfig, create: bool = True) -> SyncConnection:
+    """The admin CLI's connection to the store `[database]` names, migrated.
+    ``create=False`` (every command but `serve` and `db init`, issue 14): a missing
+    SQLite file raises `sqlite.MissingDatabase` instead of becoming a new empty one."""
     if database.url is not None:
         from radiusd.store.pg_sync import PgSyncConnection
 
         return PgSyncConnection(database.url)
     from radiusd.store.sqlite import connect_sync as sqlite_connect
 
-    return sqlite_connect(database.path)
+    return sqlite_connect(database.path, create=create)
 
 
 class StoreError(Exception):

@@ -40,12 +40,24 @@ nothing queued (or, busy, once the file is twice the limit), waiting at most
 (every frame was copied back) it tries again at the next chance; when one holds an
 older snapshot, after another `WAL_LIMIT` of growth, `CHECKPOINT_RETRY_COMMITS`
 commits or `CHECKPOINT_RETRY_SECONDS` (for a server at rest), whichever comes first.
+
+Damage (issue 14 item 2): a file up to `CHECK_BEFORE_START_BYTES` is checked whole
+(`PRAGMA quick_check`) before the server is ready, and a damaged one is refused
+(`DamagedDatabase`, saying what to do). A larger file gets a look that costs
+milliseconds at any size (header, schema, the small tables) and the full check on a
+thread of its own right after start. Whenever SQLite calls the file damaged (that
+check, a read or a commit: SQLITE_CORRUPT, SQLITE_NOTADB) the store reports
+`Health.failed("store", ...)` once and stays failed, probes or not, until the file is
+restored and the server restarted: a damaged file does not heal by itself.
+`serve` holds a shared `flock` on the file while it runs, which is how
+`radiusd db restore` knows to refuse (`lock_exclusive`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -93,6 +105,28 @@ _DATABASE_DOWN = {
     15,  # SQLITE_PROTOCOL
     26,  # SQLITE_NOTADB
 }
+# Of those, the ones that mean the file itself is damaged: it does not heal by itself,
+# so the store stays unhealthy until restored and restarted (docs/store.md, "Damage").
+_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+# Up to this size the whole file is checked (`PRAGMA quick_check`) before the server
+# says ready; a larger file gets a quick look at start and the full check in the
+# background (quick_check reads every page: 28 s for 4.7 GB, 5 M sessions).
+CHECK_BEFORE_START_BYTES = 128 * 1024 * 1024
+WHAT_TO_DO = ("stop radiusd, keep the file for inspection, and restore the last backup "
+              "(radiusd db restore FILE; README \"Backup and restore\")")
+
+
+class MissingDatabase(FileNotFoundError):
+    """A command other than `serve`/`db init` was pointed at a database that is not
+    there (issue 14: only those create one)."""
+
+
+class DamagedDatabase(OSError):
+    """The SQLite file fails its integrity check or SQLite calls it corrupt."""
+
+
+class DatabaseInUse(OSError):
+    """`radiusd serve` has the database open (it holds a shared `flock` on the file)."""
 
 
 def create_private(path: str) -> None:
@@ -104,9 +138,13 @@ def create_private(path: str) -> None:
     os.close(fd)
 
 
-def connect_sync(path: str, timeout: float = 10.0, same_thread: bool = True) -> sqlite3.Connection:
+def connect_sync(path: str, timeout: float = 10.0, same_thread: bool = True,
+                 create: bool = True) -> sqlite3.Connection:
     """A plain connection for the CLI, start-up and the writer thread: WAL, migrated,
-    busy timeout, autocommit (transactions are explicit)."""
+    busy timeout, autocommit (transactions are explicit). ``create=False``: a missing
+    file is `MissingDatabase`, never a new empty database."""
+    if not create and path != ":memory:" and not os.path.exists(path):
+        raise MissingDatabase(path)
     create_private(path)
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                            check_same_thread=same_thread)
@@ -116,6 +154,194 @@ def connect_sync(path: str, timeout: float = 10.0, same_thread: bool = True) -> 
     conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
     migrate(conn)
     return conn
+
+
+def is_damage(error: BaseException) -> bool:
+    """SQLite says the file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.DatabaseError) and code is not None \
+        and code & 0xFF in _DAMAGED
+
+
+def quick_look(conn: sqlite3.Connection) -> list[str]:
+    """What start-up can afford on any size (well under a second at 5 M rows): the
+    header and schema read, and `quick_check` of the small tables every request
+    touches. Problems as SQLite words them; empty: none seen."""
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        problems: list[str] = []
+        for table in ("schema_version", "counters"):
+            problems += [line for r in conn.execute(f"PRAGMA quick_check({table})")
+                         for line in str(r[0]).splitlines()
+                         if line not in ("ok", "") and not line.startswith("*** ")]
+        return problems
+    except sqlite3.DatabaseError as e:
+        if is_damage(e):
+            return [str(e)]
+        raise
+
+
+def check(conn: sqlite3.Connection, full: bool = False, limit: int = 20) -> list[str]:
+    """`PRAGMA quick_check` (every page, structure and index entries), or with ``full``
+    `integrity_check` (also each row against its indexes): at most ``limit`` problems
+    as SQLite words them; empty: the file is sound."""
+    pragma = "integrity_check" if full else "quick_check"
+    try:
+        rows = conn.execute(f"PRAGMA {pragma}({int(limit)})").fetchall()
+    except sqlite3.DatabaseError as e:
+        if is_damage(e):
+            return [str(e)]
+        raise
+    # SQLite words one problem per row, some over several lines under a heading.
+    return [line for r in rows for line in str(r[0]).splitlines()
+            if line not in ("ok", "") and not line.startswith("*** ")][:limit]
+
+
+def check_file(path: str, full: bool = True) -> list[str]:
+    """`radiusd db check`: `check` on the file at ``path``, read only where SQLite
+    can be (a WAL file without its -shm needs write access to make one)."""
+    conn = _open_backup(path)
+    try:
+        return check(conn, full=full)
+    finally:
+        conn.close()
+
+
+def lock_shared(path: str) -> int | None:
+    """`serve` marks the file in use: a shared `flock` on it, held until `unlock`
+    (SQLite's own locks are POSIX locks, which flock does not touch). Raises
+    `DatabaseInUse` while `radiusd db restore` holds it."""
+    if path == ":memory:":
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatabaseInUse(f"{path}: radiusd db restore is replacing it; start again "
+                            "when it has finished") from None
+    return fd
+
+
+def lock_exclusive(path: str) -> int | None:
+    """`radiusd db restore`: the file to itself, or `DatabaseInUse` while a server has
+    it (its shared lock); None when there is no file yet. Release with `unlock`."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatabaseInUse(f"{path}: a radiusd server is using this database; stop it "
+                            "first (systemctl stop radiusd), then restore") from None
+    return fd
+
+
+def unlock(fd: int | None) -> None:
+    """Close the descriptor `lock_shared`/`lock_exclusive` gave (this drops the lock).
+    Only after every SQLite connection to the file is closed: closing any descriptor
+    of a file drops the process's POSIX locks on it, SQLite's included."""
+    if fd is not None:
+        os.close(fd)
+
+
+def backup(path: str, target: str) -> int:
+    """`radiusd db backup`: a consistent copy of the database at ``path`` while the
+    server writes (SQLite's online backup in one step: one read snapshot; under WAL
+    writers are not held up), as a single file (rollback journal mode) with mode 0600,
+    written beside ``target`` and renamed into place. Returns its size in bytes."""
+    tmp = f"{target}.partial"
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.close(fd)
+    try:
+        src = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=READER_BUSY_SECONDS)
+        try:
+            dst = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        _fsync(tmp)
+        os.replace(tmp, target)
+        _fsync(str(Path(target).absolute().parent))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return os.stat(target).st_size
+
+
+def restore(source: str, path: str) -> str | None:
+    """`radiusd db restore`: check ``source`` (a radiusd database, `quick_check` ok),
+    copy it beside ``path`` and rename it into place, the file it replaces kept as
+    PATH.before-restore (returned; None when there was none). `DatabaseInUse` while a
+    server has ``path`` open; `DamagedDatabase` for a damaged ``source``."""
+    held = lock_exclusive(path)
+    tmp = f"{path}.restoring"
+    try:
+        create_private(tmp)
+        src = _open_backup(source)
+        try:
+            dst = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                src.backup(dst)
+                problems = check(dst)
+                if problems:
+                    raise DamagedDatabase(f"the backup is damaged ({'; '.join(problems[:3])})")
+                dst.execute("SELECT version FROM schema_version").fetchone()
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        _fsync(tmp)
+        kept = None
+        if held is not None:
+            with contextlib.suppress(sqlite3.Error):  # the old WAL into the old file
+                old = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=1.0)
+                try:
+                    old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    old.close()
+            kept = f"{path}.before-restore"
+            os.replace(path, kept)
+            if os.path.exists(f"{path}-wal"):
+                os.replace(f"{path}-wal", f"{kept}-wal")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}-shm")
+        os.replace(tmp, path)
+        _fsync(str(Path(path).absolute().parent))
+        return kept
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        unlock(held)
+
+
+def _open_backup(source: str) -> sqlite3.Connection:
+    """A backup file, read only if SQLite can (a copy in WAL mode without its -shm
+    needs write access to make one)."""
+    conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        return sqlite3.connect(f"file:{source}?mode=rw", uri=True)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def connect_reader(path: str) -> sqlite3.Connection:
@@ -190,15 +416,52 @@ class Store:
         self._throttle = LogThrottle(60.0)
         self.commits = 0
         self.writes = 0
+        self.check_before_start_bytes = CHECK_BEFORE_START_BYTES
+        self.damaged: str | None = None  # set once SQLite calls the file damaged: sticky
+        self.checked: asyncio.Task[None] | None = None  # the background full check
+        self._check_conn: sqlite3.Connection | None = None
+        self._lock: int | None = None
 
     async def open(self) -> None:
+        """Open (creating and migrating it when missing), refuse a damaged file with
+        `DamagedDatabase` (module docstring, "Damage"), then start the writer."""
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         loop = asyncio.get_running_loop()
+        new = self.path != ":memory:" and not os.path.exists(self.path)
+        made_dir = new and not Path(self.path).absolute().parent.exists()
         # Created, migrated and used only on the writer thread.
-        self._writer = await loop.run_in_executor(self._thread, self._connect_writer)
-        if self.path != ":memory:":
-            st = os.stat(self.path)
-            self._file = (st.st_dev, st.st_ino)
+        try:
+            self._writer = await loop.run_in_executor(self._thread, self._connect_writer)
+        except sqlite3.DatabaseError as e:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            if is_damage(e):
+                raise DamagedDatabase(f"the database is damaged ({e}): {WHAT_TO_DO}") from e
+            raise
+        if new:  # said, so that a typo in the path is seen (issue 14)
+            log.warning("created a new, empty database %s%s: no file was there",
+                        Path(self.path).absolute(),
+                        " and its directory" if made_dir else "")
+        background = False
+        try:
+            if self.path != ":memory:":
+                st = os.stat(self.path)
+                self._file = (st.st_dev, st.st_ino)
+                self._lock = lock_shared(self.path)
+                background = st.st_size > self.check_before_start_bytes
+                look = quick_look if background else check
+                problems = await loop.run_in_executor(self._thread, look, self._writer)
+                if problems:
+                    raise DamagedDatabase(f"the database is damaged "
+                                          f"({'; '.join(problems[:3])}): {WHAT_TO_DO}")
+        except BaseException:
+            await loop.run_in_executor(self._thread, self._writer.close)
+            self._thread.shutdown(wait=True)
+            self._thread = None
+            self._writer = None
+            unlock(self._lock)
+            self._lock = None
+            raise
         idle: asyncio.Queue[_Reader] = asyncio.Queue()
         for i in range(self.readers):
             thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-reader-{i}")
@@ -218,6 +481,39 @@ class Store:
         self._idle = idle
         self._task = asyncio.create_task(self._run(), name="store-writer")
         self._queue.put_nowait(_Pending([], None))  # a migration may have left a big WAL
+        if background:
+            self.checked = asyncio.create_task(self._check_in_background(),
+                                               name="store-check")
+
+    async def _check_in_background(self) -> None:
+        """The full `quick_check` of a large file, on a connection and thread of its
+        own after start: a damaged page marks the store unhealthy (module docstring)."""
+        loop = asyncio.get_running_loop()
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-check")
+        t0 = time.monotonic()
+        try:
+            conn = self._check_conn = await loop.run_in_executor(
+                thread, connect_reader, self.path)
+            try:
+                problems = await loop.run_in_executor(thread, check, conn)
+            finally:
+                self._check_conn = None
+                await loop.run_in_executor(thread, conn.close)
+        except sqlite3.Error as e:  # interrupted by close, or the file went away
+            log.debug("background integrity check stopped: %s", e)
+            return
+        finally:
+            thread.shutdown(wait=False)
+        if problems:
+            self._damage("; ".join(problems[:3]))
+        else:
+            log.info("integrity check of %s: ok (%.1fs)", self.path, time.monotonic() - t0)
+
+    def _damage(self, reason: str) -> None:
+        """The file is damaged: unhealthy until restored and restarted (sticky)."""
+        if self.damaged is None:
+            self.damaged = f"the database is damaged ({reason}): {WHAT_TO_DO}"
+        self.health.failed("store", self.damaged, self.clock.now())
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = connect_sync(self.path, timeout=WRITER_BUSY_SECONDS, same_thread=False)
@@ -236,6 +532,12 @@ class Store:
             if timer is not None:
                 timer.cancel()
         self._probe_timer = self._wal_timer = None
+        if self.checked is not None:
+            if self._check_conn is not None:
+                self._check_conn.interrupt()  # the PRAGMA stops with "interrupted"
+            with contextlib.suppress(Exception):
+                await self.checked
+            self.checked = None
         if self._task is not None:
             await self._queue.put(None)
             await self._task
@@ -259,6 +561,8 @@ class Store:
         self._readers.clear()
         self._writer = None
         self._thread = None
+        unlock(self._lock)  # last: after every SQLite connection is closed
+        self._lock = None
 
     async def write(self, ops: list[Op]) -> None:
         """Run ``ops`` in one transaction shared with other writers; return once durable."""
@@ -328,7 +632,12 @@ class Store:
         # The connection goes back when SQLite is done with it, even if our caller
         # stops waiting first (asyncio.wait_for).
         done.add_done_callback(back)
-        return await asyncio.wrap_future(done)
+        try:
+            return await asyncio.wrap_future(done)
+        except sqlite3.DatabaseError as e:
+            if is_damage(e):
+                self._damage(_reason(e))
+            raise
 
     def _back(self, reader: _Reader, gate: asyncio.Semaphore | None,
               idle: asyncio.Queue[_Reader]) -> None:
@@ -384,7 +693,10 @@ class Store:
     def _failing(self, error: BaseException) -> None:
         """The database cannot commit: once per episode in the log (Health), and a
         probe write later in case nothing else comes to find out it works again."""
-        self.health.failed("store", _reason(error), self.clock.now())
+        if is_damage(error):
+            self._damage(_reason(error))
+        else:
+            self.health.failed("store", _reason(error), self.clock.now())
         if self._probe_timer is None and self._task is not None:
             self._probe_timer = asyncio.get_running_loop().call_later(
                 self.probe_seconds, self._probe)
@@ -463,7 +775,8 @@ class Store:
                 p.rows[:] = got
         self.writes += sum(len(p.ops) for p in batch)
         self.commits += 1
-        self.health.recovered("store", self.clock.now())
+        if self.damaged is None:  # a damaged file stays reported until restored
+            self.health.recovered("store", self.clock.now())
 
     def _apply(self, batch: list[_Pending]) -> list[list[list[Any]] | None]:
         """Plain writes run grouped (executemany over runs of the same statement, across
