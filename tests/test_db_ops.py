@@ -368,6 +368,9 @@ async def test_a_server_that_finds_damage_after_start_says_so_and_answers_no_rad
         async with aiohttp.ClientSession() as s, s.get(server.http.url("/healthz")) as r:
             status, body = r.status, await r.json()
         assert status == 503 and "the database is damaged" in body["checks"]["store"]
+        async with aiohttp.ClientSession() as s, s.post(
+                server.http.url("/api/v1/otp"), json={"phone": "+77012345678"}) as r:
+            assert r.status == 503, await r.text()  # not a 500 with a traceback
         nas = nas_for(server, timeout=0.3, retries=0)
         with pytest.raises(NoReply):
             await nas.send(nas.access_request("8 701 234 56 78", ""))

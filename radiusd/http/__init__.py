@@ -129,6 +129,10 @@ async def _shield(request: web.Request,
                                        f"{type(e).__name__}: {e}")
         return _plain(400, "bad request")
     except Exception as e:
+        if not request.app[SERVER].health.ok("store"):
+            # The database is down or damaged: the store logged it once with its own
+            # words; the caller may try again later (a portal shows its own message).
+            return _plain(503, "the database is unavailable; try again later")
         if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE):
             guard.descriptors_exhausted("http", e)
         key = f"http.error.{request.path[:64]}"

@@ -164,6 +164,13 @@ async def otp(request: web.Request) -> web.Response:
 
 async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response:
     cfg = server.config.http
+    if not server.health.ok("store"):
+        # As RADIUS answers nothing while the store fails (issue 12 item 5), the API
+        # sends no SMS on a database it cannot trust: 503, try again later.
+        counters.otp["store_failing"] += 1
+        return _json({"error": "store_failing",
+                      "message": "the server cannot use its database right now; "
+                                 "try again later"}, 503)
     if origin_refused(request, cfg.allowed_origins, cfg.public_origins):
         counters.otp["forbidden_origin"] += 1
         return _json({"error": "forbidden_origin",
@@ -380,6 +387,10 @@ OPENAPI: dict[str, Any] = {
                             "$ref": "#/components/schemas/Error"}}}},
                 "429": {"description": "Limited; ask again after Retry-After seconds.",
                         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/Error"}}}},
+                "503": {"description": "The database is unavailable or damaged; no SMS "
+                                       "was sent. Try again later.",
                         "content": {"application/json": {"schema": {
                             "$ref": "#/components/schemas/Error"}}}}}}},
         "/healthz": {"get": {
