@@ -237,7 +237,7 @@ async def test_openapi_document_describes_the_otp_call(http: tuple[Server, HttpH
         doc = await r.json()
     assert doc["openapi"].startswith("3.")
     post = doc["paths"]["/api/v1/otp"]["post"]
-    assert set(post["responses"]) == {"202", "400", "403", "429", "503"}  # 403: blocked; 503: no database
+    assert set(post["responses"]) == {"202", "400", "403", "429", "503"}  # 503: no database
     assert "Retry-After" in post["responses"]["429"]["headers"]
     assert post["requestBody"]["content"]["application/json"]["schema"]["required"] == ["phone"]
 
