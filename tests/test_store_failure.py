@@ -114,7 +114,8 @@ async def test_status_server_is_not_answered_while_the_database_is_locked(
         dropped = server.stats.dropped
         # The first failed commit marks the store failing; what comes after it is
         # dropped unanswered without trying (issue 12 item 5).
-        await eventually(lambda: dropped["policy_error"] + dropped["store_failing"] == 5)
+        await eventually(lambda: dropped["store_failing"] == 5)
+        assert dropped["policy_error"] == 0  # even the one whose commit found it locked
         assert not server.health.ok("store")
         await nas.status_withheld()
         await nas.status_withheld()
@@ -122,7 +123,8 @@ async def test_status_server_is_not_answered_while_the_database_is_locked(
     assert await nas.status_answered()
     assert len(lines(caplog, "database is locked", logging.ERROR)) == 1  # once
     assert len(lines(caplog, "store recovered")) == 1
-    assert len(lines(caplog, "no reply to a request")) == 1  # 5 failures, one line
+    # The store's one line says why; the requests it cost are counted, not logged.
+    assert lines(caplog, "no reply to a request") == []
     assert_no_traceback(caplog)
 
 
