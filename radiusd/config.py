@@ -142,9 +142,20 @@ class ClientConfig(_Section):
 
     @field_validator("coa_secret")
     @classmethod
-    def _coa_secret_ok(cls, v: str | None) -> str | None:
-        if v is not None and len(v.encode()) > 128:
+    def _coa_secret_ok(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """The Disconnect-Request's shared secret (RFC 5176 §2.3): the same rules as
+        `secret` (a forged Disconnect-ACK would hide a user still online)."""
+        if v is None:
+            return v
+        if len(v.encode()) > 128:
             raise ValueError("a shared secret longer than 128 octets is not interoperable")
+        name = info.data.get("name")
+        who = f"client {name!r}: " if name else ""
+        if v in PLACEHOLDER_SECRETS or v == DEFAULT_SECRET:
+            raise ValueError(f"{who}{v!r} is a well-known placeholder; {_MAKE_SECRET}")
+        if len(v) < MIN_SECRET_LENGTH:
+            raise ValueError(f"{who}too short ({len(v)} characters, at least "
+                             f"{MIN_SECRET_LENGTH}); {_MAKE_SECRET}")
         return v
 
     @field_validator("require_message_authenticator", mode="before")

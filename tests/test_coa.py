@@ -38,7 +38,7 @@ from radiusd.radius.disconnect import (
 from radiusd.radius.wire import Code
 from radiusd.testing.coa_nas import CoaNas
 
-SECRET = b"coa-secret"
+SECRET = b"coa-secret-sixteen"
 NAS = ("127.0.0.1", 3799)
 T0 = 1_767_225_600.0
 TARGET = SessionTarget(
@@ -413,7 +413,8 @@ def test_destination_is_coa_address_else_nas_ip_address_else_the_source() -> Non
     assert route().destination(by_source) == ("10.0.0.9", 3799)
     assert route(coa_address="192.0.2.1", coa_port=1700).destination(TARGET) == \
         ("192.0.2.1", 1700)
-    assert route().secret == b"sixteen-chars-ok" and route(coa_secret="t").secret == b"t"
+    assert route().secret == b"sixteen-chars-ok"
+    assert route(coa_secret="another-secret-16").secret == b"another-secret-16"
     assert not route().enabled and route(coa="disconnect").enabled
 
 
@@ -423,6 +424,8 @@ def test_destination_is_coa_address_else_nas_ip_address_else_the_source() -> Non
     ("coa_port = 0", "clients[0].coa_port: must be greater than or equal to 1"),
     ('coa_port = "3799"', "clients[0].coa_port: must be a whole number"),
     ('coa_secret = ""', "clients[0].coa_secret: must not be empty"),
+    ('coa_secret = "short"', "clients[0].coa_secret: client 'a': too short (5 characters"),
+    ('coa_secret = "testing123"', "clients[0].coa_secret: client 'a': 'testing123' is a"),
 ])
 def test_bad_coa_keys_are_named(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "radiusd.toml"
