@@ -19,8 +19,9 @@ import pytest
 
 from radiusd import cli
 from radiusd.config import ConfigError, load
+from radiusd.store import limits
 from radiusd.store.pg_migrations import scripts
-from radiusd.store.postgres import PgStore
+from radiusd.store.postgres import PgStore, translate
 from radiusd.testing.nas import NoReply, SimulatedNAS
 from tests.pg import PASSWORD, PgServer
 from tests.test_serve_process import SECRET, ServeProcess, free_port
@@ -248,3 +249,44 @@ def test_admin_purge_on_postgresql_prints_what_it_removed(
                           ).fetchone() == (0,)
     finally:
         pg.close()
+
+
+async def test_two_nodes_writers_never_wait_on_each_others_counters(pg_url: str) -> None:
+    """Migration 11: every writer adds to `counters` in a shard of its own. With one
+    row per counter, node A's open transaction (a password issued) and node B's (one
+    expired) each held a counter row the other's next write needed, and PostgreSQL
+    broke the deadlock only after `deadlock_timeout` (1 s), failing a whole batch.
+    The SMS caps' bucket rows (`limit_counts`) are split the same way."""
+    nodes = [PgStore(pg_url, pool_size=2) for _ in range(2)]
+    await asyncio.gather(*(n.open() for n in nodes))
+    try:
+        assert {n.shard for n in nodes} == {0, 1}
+        a, b = (n._writer for n in nodes)
+        assert a is not None and b is not None
+        insert = ("INSERT INTO passwords (login, state, secret, language, issued_at, "
+                  "unclaimed_until) VALUES ($1, 'issued', '\\x00', 'en', 0, 0) RETURNING id")
+        expire = ("UPDATE passwords SET state = 'expired', expired_at = 1, "
+                  "expire_reason = 'test' WHERE id = $1")
+        p0 = await a.fetchval(insert, "+77010000000")
+        p2 = await a.fetchval(insert, "+77010000002")
+        async with a.transaction(), b.transaction():
+            await a.fetchval(insert, "+77010000001")  # A: passwords_issued
+            await b.execute(expire, p0)  # B: passwords_expired, passwords/expired
+            # Each would now wait for the other's counter row: a deadlock.
+            await asyncio.wait_for(a.execute(expire, p2), 0.5)
+            await asyncio.wait_for(b.fetchval(insert, "+77010000003"), 0.5)
+            # ...and the SMS caps' counters: both nodes count one press in one bucket.
+            for conn in (a, b):
+                await asyncio.wait_for(conn.execute(translate(limits._ADD),
+                                                    "global_daily", "", 0, 1.0), 0.5)
+        totals: dict[tuple[str, str], int] = {}
+        for name, label, value in await nodes[0].fetchall(
+                "SELECT name, label, value FROM counters"):
+            totals[(name, label)] = totals.get((name, label), 0) + value
+        assert totals[("passwords_issued", "")] == 4
+        assert totals[("passwords_expired", "test")] == 2
+        assert totals[("passwords", "expired")] == 2
+        got = await limits.counts(nodes[1], [limits.Ask("global_daily", "", 0)])
+        assert sum(c.hits for c in got) == 2
+    finally:
+        await asyncio.gather(*(n.close() for n in nodes))

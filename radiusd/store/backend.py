@@ -16,7 +16,8 @@ promises, so policy code is typed against `Backend` and never asks which one it 
 
 Statements are written once, for SQLite's dialect with `?` placeholders, in a
 portable subset (CASE rather than scalar MAX, ON CONFLICT rather than INSERT OR
-IGNORE); the PostgreSQL store translates placeholders in one place (`postgres.py`).
+IGNORE); the PostgreSQL store translates placeholders in one place (`postgres.py`),
+and a statement that needs a PostgreSQL-only clause registers that form in `PG_FORMS`.
 Rows support `r[0]` and `r["column"]` on both.
 """
 
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
     from radiusd.config import DatabaseConfig
 
 Op = tuple[str, Any]  # (sql with ? placeholders, parameters)
+
+# A statement's PostgreSQL form where the portable one would do worse there (same
+# placeholders, in the same order), registered by the store module that owns it and
+# used by `postgres.translate`; SQLite runs the portable text.
+PG_FORMS: dict[str, str] = {}
 
 
 class Row(Protocol):

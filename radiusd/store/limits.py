@@ -8,6 +8,9 @@ counters per cap, key and time bucket. `limits` decides, this only keeps.
 - A cap is a sum of bucket counters (`limit_counts`, a bucket is 1/60 of the cap's
   span) read before the press and added to in its transaction: two nodes that read
   at the same moment may both pass a cap that has one place left (docs/otp.md).
+  Each writer adds to its own `shard` of a bucket (the column's default: 0 on
+  SQLite, the writer connection's on PostgreSQL, migration 11), so nodes never wait
+  on one another's counter row; a read sums whatever shards there are.
 
 `HOT` lists every statement for the plan test.
 """
@@ -31,7 +34,7 @@ RETURNING login
 """
 _ADD = """
 INSERT INTO limit_counts (cap, key, bucket, first_at, hits) VALUES (?, ?, ?, ?, 1)
-ON CONFLICT (cap, key, bucket) DO UPDATE SET hits = limit_counts.hits + 1,
+ON CONFLICT (cap, key, bucket, shard) DO UPDATE SET hits = limit_counts.hits + 1,
     first_at = CASE WHEN excluded.first_at < limit_counts.first_at
                     THEN excluded.first_at ELSE limit_counts.first_at END
 """

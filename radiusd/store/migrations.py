@@ -339,6 +339,27 @@ MIGRATIONS: list[str] = [
         actor       TEXT NOT NULL
     );
     """,
+    # 11: hot rows split per writer (issue 12). A cap's counter row (`limit_counts`)
+    # gets a `shard`, and a cap is the sum over shards (as it was over buckets). On
+    # SQLite there is one writer at a time and every row is shard 0; on PostgreSQL
+    # each writer connection adds to its own shard, and so do the `counters`
+    # triggers (`pg_migrations`), so two nodes never wait on each other's counter.
+    """
+    CREATE TABLE limit_counts_sharded (
+        cap         TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        bucket      BIGINT NOT NULL,
+        shard       INTEGER NOT NULL DEFAULT 0,
+        first_at    DOUBLE PRECISION NOT NULL,
+        hits        INTEGER NOT NULL,
+        PRIMARY KEY (cap, key, bucket, shard)
+    );
+    INSERT INTO limit_counts_sharded (cap, key, bucket, first_at, hits)
+    SELECT cap, key, bucket, first_at, hits FROM limit_counts;
+    DROP TABLE limit_counts;
+    ALTER TABLE limit_counts_sharded RENAME TO limit_counts;
+    CREATE INDEX limit_counts_bucket ON limit_counts(bucket);
+    """,
 ]
 
 

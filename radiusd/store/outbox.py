@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op
+from radiusd.store.backend import PG_FORMS, Backend, Op
 
 # Queued rows due now, oldest due first, with their password's state (a password that
 # died before its SMS left makes the SMS useless: `cancel`).
@@ -51,10 +51,20 @@ WHERE id = ? AND state = 'queued'
 """
 # Issue 12: claims and give-ups re-check the state in the statement and return the
 # row only to the one worker (of any node) whose statement changed it; SQLite's one
-# writer and PostgreSQL's row locks make that exactly once, SKIP LOCKED or not.
+# writer and PostgreSQL's row locks make that exactly once. On PostgreSQL the claim
+# also skips a row another node's transaction holds (SKIP LOCKED: it is being sent
+# or settled there): waiting for it inside a group commit that holds other rows
+# could close a cycle with that node's batch, a deadlock PostgreSQL breaks only after
+# `deadlock_timeout` (1 s) by failing a whole batch.
 _CLAIM = """
 UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?
 WHERE id = ? AND state = 'queued'
+RETURNING id
+"""
+PG_FORMS[_CLAIM] = """
+UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?
+WHERE id = (SELECT id FROM sms_outbox WHERE id = ? AND state = 'queued'
+            FOR UPDATE SKIP LOCKED)
 RETURNING id
 """
 _FAIL_QUEUED = """

@@ -322,9 +322,91 @@ PG_MIGRATIONS: list[str] = [
 ]
 
 
+# Versions past PG_MIGRATIONS where PostgreSQL needs its own script (SQLite's is a no-op
+# or differs).
+SHARD_LOCK = 0x72647364  # "rdsd": advisory lock class of the writers' counter shards
+SHARDS = 64  # writer connections get shards 0..63; any other connection 64..127
+
+_SHARDED = """
+INSERT INTO counters (name, label, shard, value) VALUES (%s)
+ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+"""
+
+
+def _sharded(*rows: str) -> str:
+    return _SHARDED % "), (".join(r.replace("@", "counters_shard()") for r in rows)
+
+
+def _trigger(name: str, body: str) -> str:
+    return (f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n{body}\n    RETURN NULL;\nEND $$;\n")
+
+
+PG_ONLY: dict[int, str] = {
+    # 11: one `counters` row per (name, label) was a hot row every writer updated in
+    # its group commit, so two nodes' transactions waited on each other and, taking
+    # the rows in different orders, deadlocked (PostgreSQL detects that only after
+    # `deadlock_timeout`, 1 s). Each writer connection now adds to its own shard
+    # (`radiusd.shard`, taken under an advisory lock by `postgres.PgStore`), any other
+    # connection (the CLI) to one of its backend pid; `counts.snapshot` sums them.
+    # The caps' `limit_counts` rows likewise (SQLite's migration 11): their shard is
+    # the column's default, so the statements are the same on both stores.
+    11: """
+    CREATE FUNCTION counters_shard() RETURNS INTEGER LANGUAGE sql STABLE AS $$
+        SELECT COALESCE(NULLIF(current_setting('radiusd.shard', true), '')::INTEGER,
+                        """ + str(SHARDS) + """ + pg_backend_pid() % """ + str(SHARDS) + """)
+    $$;
+    ALTER TABLE counters ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE counters DROP CONSTRAINT counters_pkey;
+    ALTER TABLE counters ADD PRIMARY KEY (name, label, shard);
+    ALTER TABLE limit_counts ADD COLUMN shard INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE limit_counts DROP CONSTRAINT limit_counts_pkey;
+    ALTER TABLE limit_counts ADD PRIMARY KEY (cap, key, bucket, shard);
+    ALTER TABLE limit_counts ALTER COLUMN shard SET DEFAULT counters_shard();
+    """ + _trigger("counters_password_issued", """
+        INSERT INTO counters (name, label, shard, value)
+        SELECT 'passwords_issued', '', counters_shard(), 1
+        UNION ALL SELECT 'passwords_used', '', counters_shard(), 1
+            WHERE new.claimed_at IS NOT NULL
+        UNION ALL SELECT 'passwords_expired', COALESCE(new.expire_reason, 'unknown'),
+            counters_shard(), 1 WHERE new.state = 'expired'
+        UNION ALL SELECT 'passwords', 'expired', counters_shard(), 1
+            WHERE new.state = 'expired'
+        ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    """) + _trigger("counters_password_used", _sharded("'passwords_used', '', @, 1"))
+    + _trigger("counters_password_expired",
+               _sharded("'passwords_expired', COALESCE(new.expire_reason, 'unknown'), @, 1",
+                        "'passwords', 'expired', @, 1"))
+    + _trigger("counters_password_revived", _sharded("'passwords', 'expired', @, -1"))
+    + _trigger("counters_sms_added", _sharded("'sms', new.state, @, 1"))
+    + _trigger("counters_sms_state", """
+        INSERT INTO counters (name, label, shard, value)
+        SELECT 'sms', old.state, counters_shard(), -1
+            WHERE old.state NOT IN ('queued', 'sending')
+        UNION ALL SELECT 'sms', new.state, counters_shard(), 1
+            WHERE new.state NOT IN ('queued', 'sending')
+        ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    """) + _trigger("counters_sms_gone", _sharded("'sms', old.state, @, -1")),
+}
+
+
 def scripts() -> list[str]:
-    """Every version's script for PostgreSQL: 1-7 from here, 8 on as SQLite's."""
-    return PG_MIGRATIONS + MIGRATIONS[len(PG_MIGRATIONS):]
+    """Every version's script for PostgreSQL: 1-7 from here, 8 on as SQLite's unless
+    `PG_ONLY` has its own."""
+    rest = range(len(PG_MIGRATIONS), len(MIGRATIONS))
+    return PG_MIGRATIONS + [PG_ONLY.get(v + 1, MIGRATIONS[v]) for v in rest]
+
+
+async def take_shard(conn: asyncpg.Connection) -> int | None:
+    """Give a writer connection a `counters` shard of its own (migration 11): the first
+    of 0..SHARDS-1 whose session advisory lock is free. The lock goes with the
+    connection, so a reconnect or another node takes a free one. None when all are
+    taken: the connection then adds to a shard of its backend pid."""
+    for shard in range(SHARDS):
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", SHARD_LOCK, shard):
+            await conn.execute("SELECT set_config('radiusd.shard', $1, false)", str(shard))
+            return shard
+    return None
 
 
 async def migrate(conn: asyncpg.Connection) -> int:

@@ -45,8 +45,8 @@ import asyncpg
 
 from radiusd.clock import Clock, SystemClock
 from radiusd.health import Health
-from radiusd.store.backend import Op, StoreError, next_batch
-from radiusd.store.pg_migrations import migrate
+from radiusd.store.backend import PG_FORMS, Op, StoreError, next_batch
+from radiusd.store.pg_migrations import migrate, take_shard
 from radiusd.throttle import LogThrottle
 
 log = logging.getLogger("radiusd.store")
@@ -81,8 +81,10 @@ _SQLITE_ONLY = [(re.compile(r"^\s*BEGIN\s+IMMEDIATE\s*$", re.I), "BEGIN"),
 
 @lru_cache(maxsize=1024)
 def translate(sql: str) -> str:
-    """The one place statements become PostgreSQL's: `?` placeholders as `$1, $2...`
-    (outside quotes and comments), and SQLite-only words dropped (`_SQLITE_ONLY`)."""
+    """The one place statements become PostgreSQL's: the form a store module
+    registered (`backend.PG_FORMS`), `?` placeholders as `$1, $2...` (outside quotes
+    and comments), and SQLite-only words dropped (`_SQLITE_ONLY`)."""
+    sql = PG_FORMS.get(sql, sql)
     for pattern, replacement in _SQLITE_ONLY:
         sql = pattern.sub(replacement, sql)
     out: list[str] = []
@@ -161,6 +163,7 @@ class PgStore:
         self._throttle = LogThrottle(60.0)
         self.commits = 0
         self.writes = 0
+        self.shard: int | None = None
 
     async def open(self) -> None:
         """Connect, migrate (once across nodes: `pg_migrations`), start the writer."""
@@ -179,6 +182,11 @@ class PgStore:
     async def _connect(self) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(
             self.url, timeout=CONNECT_SECONDS, command_timeout=STATEMENT_SECONDS)
+        try:
+            self.shard = await take_shard(conn)  # its own `counters` rows (migration 11)
+        except BaseException:
+            conn.terminate()
+            raise
         conn.add_termination_listener(self._terminated)
         return conn
 
