@@ -1,0 +1,447 @@
+"""RadSec listener (RFC 6614): TLS connections in, packets to the UDP endpoints, out.
+
+A thin asyncio edge, like `listener.py` for UDP. Every decision is elsewhere: framing,
+client certificates and connection bounds in `radsec.py`; decode, verification,
+duplicates and encoding in the same `Endpoint` objects the UDP listeners use; what to
+answer in the same dispatcher. Per connection:
+
+1. The source address must be one some ``radsec = true`` client may use, and have
+   fewer than ``[radsec] max_connections_per_address`` connections open; else it is
+   closed before any TLS work.
+2. TLS 1.2 or 1.3 with a client certificate verified against ``[radsec] ca_file``
+   (RFC 6614 §2.2), finished within ``handshake_timeout_seconds``; then the
+   certificate must be a client's (RFC 6614 §2.3), before any packet is read.
+   Refusals are logged once a minute per source address, with the reason.
+3. Packets are cut by their Length (RFC 6614 §2.4); one whose framing or
+   authenticators are bad closes this connection only (RFC 6613 §2.6.4). A packet
+   begun must be whole within `FRAME_SECONDS`; a connection with no packet for
+   ``idle_timeout_seconds`` is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+
+from radiusd.config import RadsecConfig, parse_listen
+from radiusd.radius.clients import Client, normalise_address
+from radiusd.radius.endpoint import Endpoint, Port, Process, Resend
+from radiusd.radius.listener import Handler, InFlight
+from radiusd.radius.message import Drop
+from radiusd.radius.radsec import (
+    CertificateClients,
+    Framer,
+    Identity,
+    Refused,
+    SourceLimit,
+    closes_connection,
+    port_for,
+)
+from radiusd.radius.wire import Code, Malformed
+from radiusd.stats import Stats
+from radiusd.throttle import LogThrottle
+
+log = logging.getLogger("radiusd.radsec")
+
+def tls_context(config: RadsecConfig) -> ssl.SSLContext:
+    """The server side of RFC 6614 §2.2: our certificate, client certificates required
+    and verified against ``ca_file``, TLS 1.2 and 1.3 only. Raises `OSError` naming
+    the key whose file cannot be used."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    try:
+        ctx.load_cert_chain(config.certificate, config.private_key)
+    except FileNotFoundError as e:
+        raise OSError(f"radsec.certificate / radsec.private_key: no such file: "
+                      f"{e.filename or config.certificate}") from None
+    except (ssl.SSLError, OSError) as e:
+        raise OSError(f"radsec.certificate / radsec.private_key: cannot use "
+                      f"{config.certificate!r} with {config.private_key!r}: "
+                      f"{_ssl_reason(e)} (PEM certificate and its unencrypted key)") from None
+    try:
+        ctx.load_verify_locations(cafile=config.ca_file)
+    except FileNotFoundError:
+        raise OSError(f"radsec.ca_file: no such file: {config.ca_file}") from None
+    except (ssl.SSLError, OSError) as e:
+        raise OSError(f"radsec.ca_file: cannot use {config.ca_file!r}: {_ssl_reason(e)} "
+                      "(PEM certificates of the CA that signs the NAS certificates)") from None
+    return ctx
+
+
+def open_tcp_socket(listen: str, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket; IPv6 ones are v6-only, as the UDP ones (`open_socket`)."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RadsecListener:
+    """All RadSec listening sockets and their connections."""
+
+    FRAME_SECONDS = 10.0  # a packet begun must be whole within this many seconds
+    MAX_PENDING = 256  # requests in progress per connection (one per Identifier)
+    MAX_UNSENT = 1 << 20  # replies the peer does not read: past this, closed
+    REFUSAL_LOG_INTERVAL = 60.0
+
+    def __init__(
+        self,
+        endpoints: Mapping[Port, Endpoint],
+        handler: Handler,
+        in_flight: InFlight,
+        config: RadsecConfig,
+        clients: CertificateClients,
+        context: ssl.SSLContext,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.endpoints = endpoints
+        self.handler = handler
+        self.in_flight = in_flight
+        self.config = config
+        self.clients = clients
+        self.context = context
+        self.stats: Stats = endpoints["auth"].stats
+        self.limit = SourceLimit(config.max_connections_per_address)
+        self.throttle = LogThrottle(self.REFUSAL_LOG_INTERVAL)
+        self.clock: Callable[[], float] = clock or (lambda: 0.0)
+        self._clock_given = clock is not None
+        self.servers: list[asyncio.Server] = []
+        self.connections: set[Connection] = set()
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for server in self.servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                out.append((name[0], name[1]))
+        return out
+
+    async def listen(self, sock: socket.socket) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        if not self._clock_given:
+            self.clock = loop.time
+        self.servers.append(await loop.create_server(lambda: _Accepting(self), sock=sock))
+
+    async def stop_reading(self) -> None:
+        """Accept no more connections and read no more packets; requests in flight go
+        on and are answered (`close` then ends the connections)."""
+        for server in self.servers:
+            server.close()
+        for task in self._handshakes:
+            task.cancel()
+        for conn in self.connections:
+            conn.stop_reading()
+
+    async def close(self) -> None:
+        await self.stop_reading()
+        for conn in list(self.connections):
+            conn.close()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self.servers.clear()
+
+    # -- before TLS ----------------------------------------------------------------------
+
+    def _accepted(self, transport: asyncio.Transport) -> None:
+        """A TCP connection, not yet read from: refuse it cheaply, or start TLS."""
+        peer = transport.get_extra_info("peername")
+        host = normalise_address(str(peer[0]))
+        source = (host, int(peer[1]))
+        self.stats.count("radsec.connections")
+        if not self.clients.knows_address(host):
+            self._refuse(source, Refused("radsec.unknown_address",
+                                         "no radsec = true client's address includes it"))
+            transport.abort()
+            return
+        if not self.limit.admit(host):
+            self._refuse(source, Refused(
+                "radsec.too_many_connections",
+                f"already {self.limit.open(host)} connections open from this address "
+                "(radsec.max_connections_per_address)"))
+            transport.abort()
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._handshake(transport, source))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, transport: asyncio.Transport, source: tuple[str, int]) -> None:
+        """TLS with a verified client certificate (RFC 6614 §2.2), then which client
+        it is (§2.3); packets are read only after both."""
+        assert self._loop is not None
+        limit = self.config.handshake_timeout_seconds
+        conn = Connection(self, source)
+        try:
+            tls = await asyncio.wait_for(self._loop.start_tls(
+                transport, conn, self.context, server_side=True,
+                ssl_handshake_timeout=limit + 1), limit)
+        except BaseException as e:
+            self.limit.release(source[0])
+            transport.abort()
+            if isinstance(e, TimeoutError):
+                self._refuse(source, Refused("radsec.handshake_timeout",
+                                             f"the TLS handshake took over {limit:g} s"))
+            elif isinstance(e, ssl.SSLError):
+                self._refuse(source, Refused("radsec.handshake_failed", _ssl_reason(e)))
+            elif isinstance(e, OSError):
+                self._refuse(source, Refused("radsec.handshake_failed",
+                                             f"connection lost during the TLS handshake: "
+                                             f"{e or type(e).__name__}"))
+            else:
+                raise
+            return
+        assert tls is not None
+        found = self._identify(tls, source)
+        if isinstance(found, Refused):
+            self._refuse(source, found)
+            self.limit.release(source[0])
+            tls.abort()
+            return
+        self.connections.add(conn)
+        conn.opened(tls, found)
+
+    def _identify(self, tls: asyncio.BaseTransport, source: tuple[str, int]) -> Client | Refused:
+        ssl_object = tls.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:  # CERT_REQUIRED makes this unreachable; refuse rather than assume
+            return Refused("radsec.handshake_failed", "no client certificate")
+        identity = Identity.from_certificate(ssl_object.getpeercert() or {},
+                                             hashlib.sha256(der).hexdigest())
+        found = self.clients.match(identity, source[0])
+        if not isinstance(found, Refused):
+            log.debug("radsec connection from %s:%d is client %s (%s, %s)", source[0],
+                      source[1], found.name, ssl_object.version(), identity.describe())
+        return found
+
+    def _refuse(self, source: tuple[str, int], refused: Refused) -> None:
+        """Counted always; logged once a minute per source address and reason."""
+        self.stats.drop(refused.counter)
+        self.throttle.log(log, logging.WARNING, f"{refused.counter}/{source[0]}", self.clock(),
+                          "radsec connection from %s refused: %s (logged at most once a "
+                          "minute per address and reason)", source[0], refused.reason)
+
+    def _closed(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.limit.release(conn.source[0])
+
+
+class _Accepting(asyncio.Protocol):
+    """A new TCP connection: nothing is read until the listener has decided."""
+
+    def __init__(self, listener: RadsecListener) -> None:
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the ClientHello is for TLS, not for us
+        self.listener._accepted(transport)
+
+
+class Connection(asyncio.Protocol):
+    """One TLS connection from a known client: packets are answered in any order
+    (RFC 6614 §2.4: the Identifier matches them) until it closes."""
+
+    def __init__(self, listener: RadsecListener, source: tuple[str, int]) -> None:
+        self.listener = listener
+        self.source = source
+        self.client: Client | None = None  # set once the certificate is matched
+        self.transport: asyncio.Transport | None = None
+        self.framer = Framer()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._early = bytearray()  # read before the certificate was matched
+        self._frame_started = 0.0
+        self._last_packet = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def opened(self, transport: asyncio.Transport, client: Client) -> None:
+        self.transport = transport
+        self.client = client
+        self._last_packet = self.listener.clock()
+        early, self._early = bytes(self._early), bytearray()
+        if early:
+            self.data_received(early)
+        self._arm()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self.client is None:
+            self._early += data
+            if len(self._early) > 2 * 4096:
+                self.close()
+            return
+        listener = self.listener
+        had_pending = self.framer.pending
+        try:
+            packets = self.framer.feed(data)
+        except Malformed as e:
+            self._malformed(e)
+            self.close()
+            return
+        now = listener.clock()
+        for packet in packets:
+            if not self._handle(packet, now):
+                self.close()
+                return
+        if packets:
+            self._last_packet = now
+        if self.framer.pending and (packets or not had_pending):
+            self._frame_started = now  # a new packet began in this read
+        self._arm()
+
+    def eof_received(self) -> bool | None:
+        return False  # close; replies still in progress have no one to go to
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.listener._closed(self)
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """One timer: the packet begun must end (`FRAME_SECONDS`), or the connection
+        must carry a packet every ``idle_timeout_seconds``."""
+        if self._timer is not None:
+            self._timer.cancel()
+        listener = self.listener
+        if self.framer.pending:
+            deadline = self._frame_started + listener.FRAME_SECONDS
+        else:
+            deadline = self._last_packet + listener.config.idle_timeout_seconds
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, deadline - listener.clock()), self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        kind = "radsec.frame_timeout" if self.framer.pending else "radsec.idle_closed"
+        self.listener.stats.count(kind)
+        self.close()
+
+    # -- packets ------------------------------------------------------------------------
+
+    def _malformed(self, error: Malformed) -> None:
+        """A Length that loses the framing: counted as the UDP drops are, then closed."""
+        listener = self.listener
+        listener.stats.count("auth.received")
+        listener.stats.drop(f"malformed.{error.reason}")
+        listener.throttle.log(log, logging.WARNING, f"malformed/{self.source[0]}",
+                              listener.clock(), "radsec connection from %s closed: "
+                              "malformed stream (%s)", self.source[0], error)
+
+    def _handle(self, packet: bytes, now: float) -> bool:
+        """One framed packet; False when it closes the connection (RFC 6613 §2.6.4)."""
+        listener = self.listener
+        port = port_for(packet[0])
+        endpoint = listener.endpoints[port]
+        try:
+            action = endpoint.receive(packet, self.source, now, client=self.client)
+        except Exception as e:  # never let one packet stop the server
+            endpoint.internal_error(self.source, e, now)
+            return False
+        if isinstance(action, Drop):
+            if closes_connection(action.reason):
+                listener.throttle.log(log, logging.WARNING, f"closed/{self.source[0]}", now,
+                                      "radsec connection from %s closed: %s", self.source[0],
+                                      action.reason)
+                return False
+            return True
+        if isinstance(action, Resend):
+            return self._write(action.data)
+        assert isinstance(action, Process)
+        if packet[0] == Code.STATUS_SERVER:  # RFC 5997 §4, as on UDP: without a slot
+            reply = endpoint.finish(action, listener.handler.status_server(port), now)
+            return reply is None or self._write(reply)
+        if len(self.tasks) >= listener.MAX_PENDING or listener.in_flight.full:
+            endpoint.abandon(action, "overloaded")
+            return True
+        task = asyncio.get_running_loop().create_task(self._process(endpoint, action, port))
+        listener.in_flight.add(task)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def _process(self, endpoint: Endpoint, action: Process, port: Port) -> None:
+        listener = self.listener
+        try:
+            outcome = await listener.handler(action.request, port)
+        except Exception as e:
+            endpoint.failed(action, e, listener.clock())
+            return
+        data = endpoint.finish(action, outcome, listener.clock())
+        if data is not None and not self._write(data):
+            self.close()
+
+    def _write(self, data: bytes) -> bool:
+        """False when the connection is gone or its peer stopped reading."""
+        transport = self.transport
+        if self._closed or transport is None or transport.is_closing():
+            self.listener.stats.count("send_failed")
+            return False
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.listener.MAX_UNSENT:
+            self.listener.stats.count("radsec.not_reading")
+            return False
+        return True
+
+    def stop_reading(self) -> None:
+        if self.transport is not None and not self._closed:
+            with contextlib.suppress(Exception):
+                self.transport.pause_reading()
+
+    def close(self) -> None:
+        """Close after what is written has gone (TLS close_notify)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _ssl_reason(error: BaseException) -> str:
+    """OpenSSL's words for why, e.g. "certificate verify failed: certificate has
+    expired" or "unsupported protocol"."""
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return f"certificate verify failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError) and error.reason:
+        return error.reason.replace("_", " ").lower()
+    return str(error) or type(error).__name__
