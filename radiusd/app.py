@@ -248,7 +248,7 @@ class Server:
             await self.radsec.listen(sock)
         for err in errors:
             log.warning("not listening on %s", err)
-        if not self.radsec.servers:
+        if not self.radsec.sockets:
             raise OSError(f"no radsec address could be bound: {'; '.join(errors)}")
 
     def _log_startup(self) -> None:

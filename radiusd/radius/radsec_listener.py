@@ -27,6 +27,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from radiusd.config import RadsecConfig, parse_listen
 from radiusd.radius.clients import Client, normalise_address
@@ -125,7 +126,8 @@ class RadsecListener:
         self.throttle = LogThrottle(self.REFUSAL_LOG_INTERVAL)
         self.clock: Callable[[], float] = clock or (lambda: 0.0)
         self._clock_given = clock is not None
-        self.servers: list[asyncio.Server] = []
+        self.sockets: list[socket.socket] = []
+        self._acceptors: list[asyncio.Task[None]] = []
         self.connections: set[Connection] = set()
         self._handshakes: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -133,23 +135,29 @@ class RadsecListener:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         out = []
-        for server in self.servers:
-            for sock in server.sockets:
-                name = sock.getsockname()
-                out.append((name[0], name[1]))
+        for sock in self.sockets:
+            name = sock.getsockname()
+            out.append((name[0], name[1]))
         return out
 
     async def listen(self, sock: socket.socket) -> None:
+        """Accept on ``sock`` (a listening TCP socket) until `stop_reading`."""
         loop = self._loop = asyncio.get_running_loop()
         if not self._clock_given:
             self.clock = loop.time
-        self.servers.append(await loop.create_server(lambda: _Accepting(self), sock=sock))
+        self.sockets.append(sock)
+        self._acceptors.append(loop.create_task(self._accept_loop(sock),
+                                                name=f"radsec-accept-{sock.fileno()}"))
 
     async def stop_reading(self) -> None:
         """Accept no more connections and read no more packets; requests in flight go
         on and are answered (`close` then ends the connections)."""
-        for server in self.servers:
-            server.close()
+        for task in self._acceptors:
+            task.cancel()
+        for task in self._acceptors:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._acceptors.clear()
         for task in self._handshakes:
             task.cancel()
         for conn in self.connections:
@@ -159,49 +167,69 @@ class RadsecListener:
         await self.stop_reading()
         for conn in list(self.connections):
             conn.close()
-        for server in self.servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
-        self.servers.clear()
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
 
     # -- before TLS ----------------------------------------------------------------------
 
-    def _accepted(self, transport: asyncio.Transport) -> None:
+    async def _accept_loop(self, sock: socket.socket) -> None:
+        """Our own accept loop (not `create_server`): a connection is looked at before
+        any TLS work, and a failed handshake's reason reaches us to be logged."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(sock)
+            except OSError as e:  # out of descriptors, aborted: keep accepting
+                self.stats.count("radsec.accept_failed")
+                self.throttle.log(log, logging.ERROR, f"accept/{e.errno}", self.clock(),
+                                  "radsec: cannot accept a connection: %s", e)
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                self._accepted(conn, peer)
+            except Exception as e:  # a bug must not stop the listener
+                conn.close()
+                self.stats.drop("internal_error")
+                self.throttle.log(log, logging.ERROR, f"internal/{type(e).__name__}",
+                                  self.clock(), "radsec: error accepting from %s: %s",
+                                  peer, e, exc_info=True)
+
+    def _accepted(self, conn: socket.socket, peer: Any) -> None:
         """A TCP connection, not yet read from: refuse it cheaply, or start TLS."""
-        peer = transport.get_extra_info("peername")
         host = normalise_address(str(peer[0]))
         source = (host, int(peer[1]))
         self.stats.count("radsec.connections")
         if not self.clients.knows_address(host):
+            conn.close()
             self._refuse(source, Refused("radsec.unknown_address",
                                          "no radsec = true client's address includes it"))
-            transport.abort()
             return
         if not self.limit.admit(host):
+            conn.close()
             self._refuse(source, Refused(
                 "radsec.too_many_connections",
                 f"already {self.limit.open(host)} connections open from this address "
                 "(radsec.max_connections_per_address)"))
-            transport.abort()
             return
         assert self._loop is not None
-        task = self._loop.create_task(self._handshake(transport, source))
+        task = self._loop.create_task(self._handshake(conn, source))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, transport: asyncio.Transport, source: tuple[str, int]) -> None:
+    async def _handshake(self, sock: socket.socket, source: tuple[str, int]) -> None:
         """TLS with a verified client certificate (RFC 6614 §2.2), then which client
-        it is (§2.3); packets are read only after both."""
+        it is (§2.3); packets are handled only after both."""
         assert self._loop is not None
         limit = self.config.handshake_timeout_seconds
         conn = Connection(self, source)
+        sock.setblocking(False)
         try:
-            tls = await asyncio.wait_for(self._loop.start_tls(
-                transport, conn, self.context, server_side=True,
-                ssl_handshake_timeout=limit + 1), limit)
+            tls, _ = await asyncio.wait_for(self._loop.connect_accepted_socket(
+                lambda: conn, sock, ssl=self.context, ssl_handshake_timeout=limit + 1), limit)
         except BaseException as e:
             self.limit.release(source[0])
-            transport.abort()
+            sock.close()  # the transport has closed it already, or never had it
             if isinstance(e, TimeoutError):
                 self._refuse(source, Refused("radsec.handshake_timeout",
                                              f"the TLS handshake took over {limit:g} s"))
@@ -209,12 +237,11 @@ class RadsecListener:
                 self._refuse(source, Refused("radsec.handshake_failed", _ssl_reason(e)))
             elif isinstance(e, OSError):
                 self._refuse(source, Refused("radsec.handshake_failed",
-                                             f"connection lost during the TLS handshake: "
-                                             f"{e or type(e).__name__}"))
+                                             f"connection lost during the TLS handshake"
+                                             f"{': ' + str(e) if str(e) else ''}"))
             else:
                 raise
             return
-        assert tls is not None
         found = self._identify(tls, source)
         if isinstance(found, Refused):
             self._refuse(source, found)
@@ -238,9 +265,11 @@ class RadsecListener:
         return found
 
     def _refuse(self, source: tuple[str, int], refused: Refused) -> None:
-        """Counted always; logged once a minute per source address and reason."""
+        """Counted always; logged once a minute per source address and reason (the
+        throttle keeps at most 10,000 keys)."""
         self.stats.drop(refused.counter)
-        self.throttle.log(log, logging.WARNING, f"{refused.counter}/{source[0]}", self.clock(),
+        key = f"{refused.counter}/{source[0]}/{refused.reason}"  # bounded by the throttle
+        self.throttle.log(log, logging.WARNING, key, self.clock(),
                           "radsec connection from %s refused: %s (logged at most once a "
                           "minute per address and reason)", source[0], refused.reason)
 
@@ -248,18 +277,6 @@ class RadsecListener:
         if conn in self.connections:
             self.connections.discard(conn)
             self.limit.release(conn.source[0])
-
-
-class _Accepting(asyncio.Protocol):
-    """A new TCP connection: nothing is read until the listener has decided."""
-
-    def __init__(self, listener: RadsecListener) -> None:
-        self.listener = listener
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # the ClientHello is for TLS, not for us
-        self.listener._accepted(transport)
 
 
 class Connection(asyncio.Protocol):
