@@ -535,10 +535,14 @@ class Config(_Section):
                         net.network_address != ipaddress.ip_address(item.split("/")[0]):
                     out.append(f"clients ({c.name}): address {item!r} has host bits set; "
                                f"it trusts the whole network {net}")
-                if str(net) in seen:
+                where = f"radsec {net}" if c.radsec else str(net)  # TLS and UDP apart
+                if where in seen:
                     out.append(f"clients ({c.name}): {net} is also client "
-                               f"{seen[str(net)]!r}; the first one listed answers")
-                seen.setdefault(str(net), c.name)
+                               f"{seen[where]!r}; the first one listed answers")
+                seen.setdefault(where, c.name)
+        if not self.server.radsec_listen:
+            out += [f"clients ({c.name}): radsec = true, but server.radsec_listen is empty: "
+                    "it cannot connect" for c in self.clients if c.radsec]
         from radiusd.sealing import key_warnings  # sealing imports this module
 
         out += key_warnings(self.otp, self.database.path)

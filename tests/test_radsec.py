@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from radiusd import cli
-from radiusd.config import ClientConfig, load
+from radiusd.config import ClientConfig, Config, load
 from radiusd.radius.clients import ClientTable
 from radiusd.radius.radsec import CertificateClients, Framer, Identity, Refused, SourceLimit
 from radiusd.radius.radsec_listener import RadsecListener
@@ -441,3 +441,18 @@ async def test_stopping_the_server_closes_its_radsec_connections(
         nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
         assert (await nas.send(nas.access_request(PHONE, ""))).code == REJECT
     assert await nas.closed_by_server()
+
+
+def test_a_radsec_client_without_a_radsec_listener_is_warned_about() -> None:
+    config = Config(clients=[NAS1])
+    assert "clients (nas1): radsec = true, but server.radsec_listen is empty: it cannot " \
+           "connect" in config.warnings()
+
+
+def test_a_radsec_client_may_share_an_address_with_a_udp_client_without_a_warning() -> None:
+    udp = ClientConfig(name="udp", address="10.1.0.0/24", secret="a-long-enough-secret-1")
+    config = Config(server={"radsec_listen": ["127.0.0.1:2083"]},  # type: ignore[arg-type]
+                    radsec={"certificate": "c", "private_key": "k",  # type: ignore[arg-type]
+                            "ca_file": "a"},
+                    clients=[NAS1, udp])
+    assert not [w for w in config.warnings() if "also client" in w]
