@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from radiusd import cli
-from radiusd.config import ClientConfig, Config, load
+from radiusd.config import ClientConfig, Config, HttpConfig, load
 from radiusd.radius.clients import ClientTable
 from radiusd.radius.radsec import CertificateClients, Framer, Identity, Refused, SourceLimit
 from radiusd.radius.radsec_listener import RadsecListener
@@ -456,3 +456,20 @@ def test_a_radsec_client_may_share_an_address_with_a_udp_client_without_a_warnin
                             "ca_file": "a"},
                     clients=[NAS1, udp])
     assert not [w for w in config.warnings() if "also client" in w]
+
+
+async def test_radsec_requests_are_in_the_metrics_like_udp_ones(tmp_path: Path, pki: Pki) -> None:
+    import aiohttp
+
+    config = radsec_config(tmp_path, pki).model_copy(update={
+        "http": HttpConfig(listen=["127.0.0.1:0"])})
+    async with radsec_server(config) as server:
+        assert server.http is not None
+        nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
+        assert (await nas.send(nas.access_request(PHONE, ""))).code == REJECT
+        await nas.close()
+        async with aiohttp.ClientSession() as s, s.get(server.http.metrics_url()) as r:
+            lines = set((await r.text()).splitlines())
+    assert 'radiusd_radius_requests_total{port="auth",client="nas1",code="access_reject"} 1' \
+        in lines
+    assert 'radiusd_radius_sent_total{port="auth",code="access_reject"} 1' in lines
