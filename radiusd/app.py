@@ -250,6 +250,8 @@ class Server:
             log.warning("not listening on %s", err)
         if not self.radsec.sockets:
             raise OSError(f"no radsec address could be bound: {'; '.join(errors)}")
+        if hasattr(self, "disconnector"):  # RFC 6614 §2.5: over the NAS's connection
+            self.disconnector.radsec = self.radsec
 
     def _log_startup(self) -> None:
         for listener in self.listeners:

@@ -92,7 +92,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         addrs = [c.address] if isinstance(c.address, str) else c.address
         print(f"  client {c.name}: {', '.join(addrs)} "
               f"(require_message_authenticator={str(c.require_message_authenticator).lower()})")
-        if c.coa == "disconnect":  # RFC 5176, docs/coa.md
+        if c.coa == "disconnect" and c.radsec:  # RFC 6614 §2.5
+            print("    Disconnect-Request over its RadSec connection")
+        elif c.coa == "disconnect":  # RFC 5176, docs/coa.md
             print(f"    Disconnect-Request to {c.coa_address or 'the session NAS-IP-Address'}"
                   f" port {c.coa_port}")
     if config.database.url is not None:

@@ -177,9 +177,10 @@ class ClientConfig(_Section):
         if named and not self.radsec:
             raise ValueError(f"client {self.name!r}: certificate_name and "
                              "certificate_fingerprint need radsec = true")
-        if self.radsec and self.coa == "disconnect":
-            raise ValueError(f"client {self.name!r}: coa = \"disconnect\" is not available "
-                             "for radsec = true clients yet (docs/radsec.md)")
+        if self.radsec and ({"coa_address", "coa_port"} & self.model_fields_set):
+            raise ValueError(f"client {self.name!r}: coa_address and coa_port are not used "
+                             "with radsec = true: Disconnect-Requests go over the NAS's own "
+                             "RadSec connection (RFC 6614 §2.5)")
         return self
 
     @field_validator("coa_address")

@@ -122,8 +122,9 @@ def radsec_config(tmp: Path, pki: Pki, *, clients: list[dict[str, Any]] | None =
 
 
 @asynccontextmanager
-async def radsec_server(config: Any) -> AsyncIterator[Server]:
-    async with running_server(config, ManualClock()) as server:
+async def radsec_server(config: Any, clock: ManualClock | None = None
+                        ) -> AsyncIterator[Server]:
+    async with running_server(config, clock or ManualClock()) as server:
         yield server
 
 

@@ -16,6 +16,8 @@ answer in the same dispatcher. Per connection:
    authenticators are bad closes this connection only (RFC 6613 §2.6.4). A packet
    begun must be whole within `FRAME_SECONDS`; a connection with no packet for
    ``idle_timeout_seconds`` is closed.
+4. Disconnect-Requests to a RadSec client go over its newest open connection
+   (RFC 6614 §2.5, `RadsecListener.request`); their ACK or NAK comes back on it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from radiusd.config import RadsecConfig, parse_listen
 from radiusd.radius.clients import Client, normalise_address
+from radiusd.radius.coa import ANSWERS, Done, Forged, build_request, verify_answer
 from radiusd.radius.endpoint import Endpoint, Port, Process, Resend
 from radiusd.radius.listener import Handler, InFlight
 from radiusd.radius.message import Drop
@@ -129,6 +132,7 @@ class RadsecListener:
         self.sockets: list[socket.socket] = []
         self._acceptors: list[asyncio.Task[None]] = []
         self.connections: set[Connection] = set()
+        self._by_client: dict[str, Connection] = {}
         self._handshakes: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -249,6 +253,7 @@ class RadsecListener:
             tls.abort()
             return
         self.connections.add(conn)
+        self._by_client[found.name] = conn  # the newest carries Disconnect-Requests
         conn.opened(tls, found)
 
     def _identify(self, tls: asyncio.BaseTransport, source: tuple[str, int]) -> Client | Refused:
@@ -277,6 +282,20 @@ class RadsecListener:
         if conn in self.connections:
             self.connections.discard(conn)
             self.limit.release(conn.source[0])
+        if conn.client is not None and self._by_client.get(conn.client.name) is conn:
+            del self._by_client[conn.client.name]
+            for other in self.connections:  # an older one of the same client, if open
+                if other.client is conn.client and not other.closed:
+                    self._by_client[conn.client.name] = other
+
+    async def request(self, client: str, code: int, attributes: list[tuple[int, bytes]],
+                      secret: bytes, timeout: float) -> Done:
+        """A Disconnect- or CoA-Request to ``client`` over its newest open connection
+        (RFC 6614 §2.5); "timeout" with no attempt when it has none open."""
+        conn = self._by_client.get(client)
+        if conn is None or conn.closed:
+            return Done(0, "timeout", ("", 0))
+        return await conn.request(code, attributes, secret, timeout)
 
 
 class Connection(asyncio.Protocol):
@@ -295,6 +314,10 @@ class Connection(asyncio.Protocol):
         self._last_packet = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        # Our own requests on this connection (RFC 6614 §2.5), by Identifier:
+        # (the bytes sent, its secret, who waits for the answer).
+        self._outgoing: dict[int, tuple[bytes, bytes, asyncio.Future[bytes]]] = {}
+        self._next_identifier = 0
 
     @property
     def closed(self) -> bool:
@@ -343,6 +366,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        for _, _, waiter in self._outgoing.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the RadSec connection closed"))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -385,6 +411,9 @@ class Connection(asyncio.Protocol):
     def _handle(self, packet: bytes, now: float) -> bool:
         """One framed packet; False when it closes the connection (RFC 6613 §2.6.4)."""
         listener = self.listener
+        if packet[0] in _ANSWER_CODES:  # to a Disconnect-/CoA-Request of ours
+            self._answer(packet)
+            return True
         port = port_for(packet[0])
         endpoint = listener.endpoints[port]
         try:
@@ -425,6 +454,58 @@ class Connection(asyncio.Protocol):
         if data is not None and not self._write(data):
             self.close()
 
+    # -- our requests to the NAS (RFC 6614 §2.5) ----------------------------------------
+
+    async def request(self, code: int, attributes: list[tuple[int, bytes]], secret: bytes,
+                      timeout: float) -> Done:
+        """Send one Disconnect- or CoA-Request (RFC 5176) on this connection and wait
+        for its verified answer, at most ``timeout`` s. Sent once: TCP retransmits."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        identifier = self._free_identifier()
+        if identifier is None or self._closed:
+            return Done(0, "queue_full" if identifier is None else "timeout", self.source)
+        raw = build_request(code, identifier, attributes, secret)
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        self._outgoing[identifier] = (raw, secret, waiter)
+        try:
+            if not self._write(raw):
+                return Done(0, "timeout", self.source, attempts=1)
+            try:
+                answer = verify_answer(await asyncio.wait_for(waiter, timeout), raw, secret)
+            except (TimeoutError, ConnectionError):  # no answer, or the connection went
+                return Done(0, "timeout", self.source, attempts=1,
+                            elapsed=loop.time() - started)
+            return Done(0, "ack" if answer.acked else "nak", self.source, answer.code,
+                        answer.error_cause, 1, loop.time() - started)
+        finally:
+            self._outgoing.pop(identifier, None)
+
+    def _free_identifier(self) -> int | None:
+        for _ in range(256):
+            identifier = self._next_identifier
+            self._next_identifier = (identifier + 1) % 256
+            if identifier not in self._outgoing:
+                return identifier
+        return None
+
+    def _answer(self, packet: bytes) -> None:
+        """An ACK or NAK: to the request waiting with its Identifier, if it verifies
+        (`coa.verify_answer`); anything else is counted and ignored."""
+        pending = self._outgoing.get(packet[1])
+        reason = "unknown_identifier"
+        if pending is not None:
+            raw, secret, waiter = pending
+            try:
+                verify_answer(packet, raw, secret)
+            except Forged as e:
+                reason = e.reason
+            else:
+                if not waiter.done():
+                    waiter.set_result(packet)
+                return
+        self.listener.stats.drop(f"radsec.coa_forged.{reason}")
+
     def _write(self, data: bytes) -> bool:
         """False when the connection is gone or its peer stopped reading."""
         transport = self.transport
@@ -452,6 +533,9 @@ class Connection(asyncio.Protocol):
             self._timer = None
         if self.transport is not None:
             self.transport.close()
+
+
+_ANSWER_CODES = frozenset(code for pair in ANSWERS.values() for code in pair)
 
 
 def _ssl_reason(error: BaseException) -> str:
