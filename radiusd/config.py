@@ -161,7 +161,10 @@ class ClientConfig(_Section):
     def _fingerprint_ok(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        hexa = v.replace(":", "").lower().removeprefix("sha256:")
+        text = v.strip().lower()  # also as openssl prints it: "sha256 Fingerprint=AB:.."
+        for prefix in ("sha256 fingerprint=", "sha256:"):
+            text = text.removeprefix(prefix)
+        hexa = text.replace(":", "")
         if len(hexa) != 64 or any(c not in "0123456789abcdef" for c in hexa):
             raise ValueError(f"{v!r} is not a SHA-256 fingerprint (64 hex digits, colons "
                              "allowed); print one with: openssl x509 -noout -fingerprint "

@@ -473,3 +473,12 @@ async def test_radsec_requests_are_in_the_metrics_like_udp_ones(tmp_path: Path, 
     assert 'radiusd_radius_requests_total{port="auth",client="nas1",code="access_reject"} 1' \
         in lines
     assert 'radiusd_radius_sent_total{port="auth",code="access_reject"} 1' in lines
+
+
+@pytest.mark.parametrize("written", [
+    "sha256 Fingerprint=" + ":".join(["AB"] * 32),  # `openssl x509 -fingerprint -sha256`
+    ":".join(["ab"] * 32), "AB" * 32, "sha256:" + "ab" * 32])
+def test_a_certificate_fingerprint_is_taken_as_openssl_prints_it(written: str) -> None:
+    client = ClientConfig(name="n", address="10.0.0.1", radsec=True,
+                          certificate_fingerprint=written)
+    assert client.certificate_fingerprint == "ab" * 32
