@@ -482,3 +482,15 @@ def test_a_certificate_fingerprint_is_taken_as_openssl_prints_it(written: str) -
     client = ClientConfig(name="n", address="10.0.0.1", radsec=True,
                           certificate_fingerprint=written)
     assert client.certificate_fingerprint == "ab" * 32
+
+
+async def test_connections_in_all_are_bounded(tmp_path: Path, pki: Pki,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RadsecListener, "MAX_CONNECTIONS", 1)
+    async with radsec_server(radsec_config(tmp_path, pki)) as server:
+        ctx = client_context(pki.ca, pki.nas)
+        kept = await RadsecNas.connect(address(server), ctx)
+        assert (await kept.send(kept.status_server())).code == ACCESS_ACCEPT
+        assert await refused(address(server, 6), ctx)  # another address, same cap
+        assert server.stats.dropped["radsec.too_many_connections"] == 1
+        await kept.close()

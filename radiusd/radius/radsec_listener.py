@@ -103,6 +103,9 @@ class RadsecListener:
     MAX_PENDING = 256  # requests in progress per connection (one per Identifier)
     MAX_UNSENT = 1 << 20  # replies the peer does not read: past this, closed
     REFUSAL_LOG_INTERVAL = 60.0
+    # Open or opening in all: descriptors for the store, SMS and UDP stay free even
+    # when NAS on `0.0.0.0/0` addresses are allowed and many addresses connect.
+    MAX_CONNECTIONS = 4096
 
     def __init__(
         self,
@@ -204,6 +207,12 @@ class RadsecListener:
             conn.close()
             self._refuse(source, Refused("radsec.unknown_address",
                                          "no radsec = true client's address includes it"))
+            return
+        if len(self.connections) + len(self._handshakes) >= self.MAX_CONNECTIONS:
+            conn.close()
+            self._refuse(source, Refused(
+                "radsec.too_many_connections",
+                f"{self.MAX_CONNECTIONS} RadSec connections open or opening in all"))
             return
         if not self.limit.admit(host):
             conn.close()
