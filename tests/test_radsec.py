@@ -18,6 +18,7 @@ from radiusd.radius.radsec import CertificateClients, Framer, Identity, Refused,
 from radiusd.radius.radsec_listener import RadsecListener
 from radiusd.radius.wire import Malformed
 from tests.otp_support import (
+    MAC,
     PHONE,
     REJECT,
     acct,
@@ -223,14 +224,20 @@ async def test_status_server_over_tls_gets_a_signed_access_accept(
 async def test_get_password_login_accounting_and_the_code_dead_after_stop_over_one_connection(
     tmp_path: Path, pki: Pki,
 ) -> None:
-    async with radsec_server(radsec_config(tmp_path, pki)) as server:
-        nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
+    clients = [{"name": "cafe-7", "address": "127.0.0.2", "radsec": True,
+                "certificate_name": "nas1.example"}]
+    async with radsec_server(radsec_config(tmp_path, pki, clients=clients)) as server:
+        nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas),
+                                      "127.0.0.2")
         code, klass = await log_in(server, nas)  # type: ignore[arg-type]
         session = "radsec-1"
-        start = await acct(nas, "Start", session, klass=klass)  # type: ignore[arg-type]
-        assert start.code == ACCOUNTING_RESPONSE
+        start = nas.accounting_request("Start", user=PHONE, session_id=session,
+                                       mac=MAC, extra=[("Class", klass)])
+        del start["NAS-IP-Address"]  # so the address recorded is where it came from
+        assert (await nas.send(start)).code == ACCOUNTING_RESPONSE
         row = await session_row(server, session)
-        assert row["nas_address"] == "127.0.0.1"  # the NAS itself, no proxy between
+        assert row["nas"] == "cafe-7"  # the client its certificate is
+        assert row["nas_address"] == "127.0.0.2"  # the NAS itself, no proxy between
         await acct(nas, "Stop", session, klass=klass)  # type: ignore[arg-type]
         again = await enter(nas, code)  # type: ignore[arg-type]
         assert again.code == REJECT, reply_message(again)
