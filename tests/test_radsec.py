@@ -501,3 +501,12 @@ async def test_connections_in_all_are_bounded(tmp_path: Path, pki: Pki,
         assert await refused(address(server, 6), ctx)  # another address, same cap
         assert server.stats.dropped["radsec.too_many_connections"] == 1
         await kept.close()
+
+
+def test_relative_radsec_files_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[radsec]\ncertificate = "tls/server.pem"\n'
+                           'private_key = "tls/server.key"\nca_file = "/etc/ca.pem"\n')
+    radsec = load(path).radsec
+    assert radsec.certificate == str(tmp_path / "tls" / "server.pem")
+    assert radsec.private_key == str(tmp_path / "tls" / "server.key")
+    assert radsec.ca_file == "/etc/ca.pem"
