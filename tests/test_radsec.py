@@ -480,6 +480,7 @@ async def test_radsec_requests_are_in_the_metrics_like_udp_ones(tmp_path: Path, 
     assert 'radiusd_radius_requests_total{port="auth",client="nas1",code="access_reject"} 1' \
         in lines
     assert 'radiusd_radius_sent_total{port="auth",code="access_reject"} 1' in lines
+    assert 'radiusd_radsec_connections_total{event="connections"} 1' in lines
 
 
 @pytest.mark.parametrize("written", [
