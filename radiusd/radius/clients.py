@@ -63,6 +63,8 @@ class ClientTable:
                 otp_request=c.otp_request,
             )
             self.clients.append(client)
+            if c.radsec:
+                continue  # RFC 6614: TLS only, found by certificate (radius/radsec.py)
             entries.extend((net, client) for net in c.networks())
         # Most specific first: a /32 entry wins over the /24 it sits in.
         entries.sort(key=lambda e: e[0].prefixlen, reverse=True)
