@@ -147,6 +147,12 @@ class Server:
         self.disconnects = DisconnectQueue(self.disconnector, self.session_end.recorded)
         self.session_end.kick = self.session_end.queue_to(self.disconnects)
         self.background.append(asyncio.create_task(self.disconnects.run(), name="coa"))
+        if any(c.radsec for c in self.config.clients):
+            # A RadSec NAS whose connection another worker or node holds (issue 16).
+            from radiusd.handoff import Handoff
+
+            self.disconnector.handoff = Handoff(self.store, self.clock,
+                                                self.session_end.unique_id_of)
 
     def _login_of(self, name: str) -> str:
         """Accounting's User-Name as the login it was at Access-Request (E.164)."""
@@ -251,7 +257,14 @@ class Server:
         if not self.radsec.sockets:
             raise OSError(f"no radsec address could be bound: {'; '.join(errors)}")
         if hasattr(self, "disconnector"):  # RFC 6614 §2.5: over the NAS's connection
+            from radiusd.handoff import HandoffSender
+
             self.disconnector.radsec = self.radsec
+            # ...and what other processes left for the NAS whose connection is here.
+            self.handoffs = HandoffSender(self.store, self.disconnector, self.clock,
+                                          self.radsec.held)
+            self.background.append(asyncio.create_task(self.handoffs.run(),
+                                                       name="radsec-handoffs"))
 
     def _log_startup(self) -> None:
         for listener in self.listeners:

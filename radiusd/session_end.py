@@ -189,6 +189,10 @@ class SessionEnd:
                 self._pending.pop(target, None)
         return kick
 
+    def unique_id_of(self, target: SessionTarget) -> str | None:
+        """The session a queued target is about (`radiusd.handoff`)."""
+        return self._pending.get(target)
+
     async def recorded(self, result: DisconnectResult) -> None:
         """The queue's `record`: what the NAS answered, on the session row."""
         unique_id = self._pending.pop(result.target, None)

@@ -106,29 +106,113 @@ async def test_a_forged_answer_is_ignored_and_the_real_nak_is_recorded(
         await nas.close()
 
 
-async def test_without_an_open_connection_the_disconnect_is_recorded_as_not_sent(
+def by_hand(server: Any) -> None:
+    """The server's own handoff poll stopped: the test runs each look itself."""
+    for task in server.background:
+        if task.get_name() == "radsec-handoffs":
+            task.cancel()
+
+
+async def closed(server: Any, nas: RadsecNas) -> None:
+    await nas.close()
+    assert server.radsec is not None
+    for _ in range(100):  # bounded: the server notices the close
+        if not server.radsec.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert not server.radsec.connections
+
+
+async def ack_next(nas: RadsecNas, sending: asyncio.Future[Any]) -> bytes:
+    """The NAS reads the Disconnect-Request that `sending` sends, and ACKs it."""
+    request = await nas.read_packet(timeout=10)
+    assert request[0] == DISCONNECT_REQUEST
+    nas.writer.write(answer(request, DISCONNECT_ACK))
+    await sending
+    return request
+
+
+async def test_a_nas_that_connects_again_gets_the_disconnect_left_for_it(
     tmp_path: Path, pki: Pki,
 ) -> None:
+    """No connection open when the session ends: the request is left in the store
+    ("handed") and sent over the NAS's next connection, the ACK recorded."""
     clock = ManualClock(time.time())
     async with radsec_server(config(tmp_path, pki), clock) as server:
+        by_hand(server)
         nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
         code = await online(server, nas, "rs-3")
-        await nas.close()
-        assert server.radsec is not None
-        for _ in range(100):  # bounded: the server notices the close
-            if not server.radsec.connections:
-                break
-            await asyncio.sleep(0.02)
+        await closed(server, nas)
         clock.advance(3601)
         await server.reaper.run_once()
         await server.disconnects.join()
         row = await session_row(server, "rs-3")
         assert row["stopped_at"] is not None  # ended here anyway
-        assert row["disconnect_answer"] == "timeout"
-        assert "no RadSec connection from client 'nas1' is open" in row["disconnect_detail"]
+        assert row["disconnect_answer"] == "handed"
+        assert await server.handoffs.run_once() == 0  # nobody holds its connection
         again = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
+        request = await ack_next(again, asyncio.ensure_future(server.handoffs.run_once()))
+        assert parse(request).first(ACCT_SESSION_ID) == b"rs-3"
+        row = await session_row(server, "rs-3")
+        assert row["disconnect_answer"] == "ack"
+        assert await server.handoffs.run_once() == 0  # sent once
         assert (await enter(again, code)).code == REJECT  # type: ignore[arg-type]
         await again.close()
+
+
+async def test_a_disconnect_nobody_could_send_in_time_is_recorded_as_not_sent(
+    tmp_path: Path, pki: Pki,
+) -> None:
+    from radiusd.handoff import TTL_SECONDS
+
+    clock = ManualClock(time.time())
+    async with radsec_server(config(tmp_path, pki), clock) as server:
+        by_hand(server)
+        nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
+        await online(server, nas, "rs-4")
+        await closed(server, nas)
+        clock.advance(3601)
+        await server.reaper.run_once()
+        await server.disconnects.join()
+        clock.advance(TTL_SECONDS + 1)
+        await server.handoffs.run_once()
+        row = await session_row(server, "rs-4")
+        assert row["disconnect_answer"] == "timeout"
+        assert "not sent: no RadSec connection from client 'nas1' is open" \
+            in row["disconnect_detail"]
+        again = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
+        assert await server.handoffs.run_once() == 0  # given up: not sent late
+        await again.close()
+
+
+async def test_an_admin_kick_from_its_own_process_reaches_the_nas_over_the_servers_connection(
+    tmp_path: Path, pki: Pki,
+) -> None:
+    """`radiusd sessions disconnect` runs in a process of its own, which holds no RadSec
+    connection: it closes the session, leaves the request, and the server sends it."""
+    from radiusd import admin_sessions
+    from radiusd.store import sessions as stored_sessions
+
+    clock = ManualClock(time.time())
+    cfg = config(tmp_path, pki)
+    async with radsec_server(cfg, clock) as server:
+        by_hand(server)
+        nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
+        code = await online(server, nas, "rs-5")
+        login = (await session_row(server, "rs-5"))["login"]
+
+        async def select(db: Any, at: float) -> Any:
+            return await stored_sessions.revoke_of_login(db, login, at, "Admin-Reset")
+
+        kicked = await admin_sessions._revoke(cfg, clock.now(), "admin", select)
+        assert [answer for _, answer in kicked] == [
+            "handed over: the radiusd holding client 'nas1''s RadSec connection sends it "
+            "and records the answer here"]
+        await ack_next(nas, asyncio.ensure_future(server.handoffs.run_once()))
+        row = await session_row(server, "rs-5")
+        assert (row["terminate_cause"], row["disconnect_answer"]) == ("Admin-Reset", "ack")
+        assert (await enter(nas, code)).code == REJECT  # type: ignore[arg-type]
+        await nas.close()
 
 
 async def test_a_disconnector_without_the_radsec_listener_says_it_could_not_send() -> None:

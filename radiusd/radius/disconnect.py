@@ -43,7 +43,7 @@ from radiusd.throttle import LogThrottle
 
 log = logging.getLogger("radiusd.coa")
 
-Result = Literal["ack", "nak", "timeout", "queue_full", "off"]
+Result = Literal["ack", "nak", "timeout", "queue_full", "off", "handed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,9 @@ class DisconnectResult:
         """One line for logs and the session record."""
         where = f"{self.destination[0]} port {self.destination[1]}" \
             if self.destination else "no NAS"
+        if self.outcome == "handed":
+            return (f"handed over: the radiusd holding client {self.target.client!r}'s "
+                    "RadSec connection sends it and records the answer here")
         if self.outcome == "timeout" and not self.attempts:
             return (f"not sent: no RadSec connection from client {self.target.client!r} "
                     "is open")
@@ -123,6 +126,8 @@ class DisconnectResult:
 
 class StreamRequests(Protocol):
     """Where requests to RadSec clients go: their open connections (RFC 6614 §2.5)."""
+
+    def holds(self, client: str) -> bool: ...
 
     async def request(self, client: str, code: int, attributes: list[tuple[int, bytes]],
                       secret: bytes, timeout: float) -> Done: ...
@@ -174,16 +179,27 @@ class Disconnector:
         self.throttle = LogThrottle(interval=60.0)
         self.results: Counter[str] = Counter()
         self.radsec: StreamRequests | None = None  # set when RadSec is served
+        # A RadSec NAS whose connection another process holds: leave it for that one
+        # (`radiusd.handoff`); True when left.
+        self.handoff: Callable[[SessionTarget], Awaitable[bool]] | None = None
         self._stream_counters: Counter[str] = Counter()
 
-    async def disconnect(self, target: SessionTarget, now: float) -> DisconnectResult:
+    async def disconnect(self, target: SessionTarget, now: float, *,
+                         hand_off: bool = True) -> DisconnectResult:
         """RFC 5176 §3: end ``target`` on its NAS; ``now`` (Unix seconds) is the
         Event-Timestamp. Returns once ACKed, NAKed or timed out (bounded by
-        `Backoff.duration`); never raises for what the network does."""
+        `Backoff.duration`); never raises for what the network does. A RadSec NAS
+        whose connection this process does not hold is handed over (`handoff`,
+        unless ``hand_off`` is False): "handed", sent by the process that holds it."""
         route = self.routes.get(target.client)
         if route is None or not route.enabled:
             self.results["off"] += 1
             return DisconnectResult(target, "off")
+        if route.radsec and hand_off and self.handoff is not None and \
+                (self.radsec is None or not self.radsec.holds(target.client)) and \
+                await self.handoff(target):
+            self.results["handed"] += 1
+            return DisconnectResult(target, "handed")
         attributes = session_attributes(target, now, self.codec)
         if route.radsec:
             done = await self._over_radsec(target.client, attributes, route.secret)

@@ -293,6 +293,15 @@ class RadsecListener:
                 if other.client is conn.client and not other.closed:
                     self._by_client[conn.client.name] = other
 
+    def holds(self, client: str) -> bool:
+        """Whether a connection of ``client`` is open here (Disconnect goes over it)."""
+        conn = self._by_client.get(client)
+        return conn is not None and not conn.closed
+
+    def held(self) -> list[str]:
+        """The clients with a connection open here (`radiusd.handoff`)."""
+        return [name for name, conn in self._by_client.items() if not conn.closed]
+
     async def request(self, client: str, code: int, attributes: list[tuple[int, bytes]],
                       secret: bytes, timeout: float) -> Done:
         """A Disconnect- or CoA-Request to ``client`` over its newest open connection
