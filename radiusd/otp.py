@@ -101,10 +101,15 @@ class PasswordBook:
         self.guesses = GuessLimits(cfg)
         self.quick = QuickReads(store)  # the login's reads, without a thread hop
         self.together = stored.batched(store)  # ...or many in one statement (PostgreSQL)
+        self.blocked_reads = blocked.batched(store)
 
     def close(self) -> None:
         """Close the loop-thread read connection (server stop)."""
         self.quick.close()
+
+    async def blocked(self, login: str) -> str | None:
+        """Why the number is blocked (issue 13), or None: per press and per login."""
+        return await blocked.reason_of(self.store, login, self.quick, self.blocked_reads)
 
     def password(self, r: stored.PasswordRow, *, open_code: bool = True) -> Password | None:
         """A row as a `Password`; None when its code does not open with our key."""
@@ -138,7 +143,7 @@ class PasswordBook:
         """Apply the limits, then issue and queue the SMS in one transaction (with
         ``extra``, e.g. the Access-Challenge State). The resend wait is claimed in the
         database first: of concurrent presses for one number, on any nodes, one wins."""
-        if await blocked.reason_of(self.store, login, self.quick) is not None:
+        if await self.blocked(login) is not None:
             return Refused("number_blocked")  # issue 13: no password, no SMS
         keys = self.limits.keys(login, device, nas)
         counts = await counted.counts(self.store, self.limits.asks(keys, now),
@@ -205,7 +210,7 @@ class PasswordBook:
         issued: list[Password] = []
         lifetime = self.cfg.max_lifetime_seconds
         live = await self.live(login)
-        if live and await blocked.reason_of(self.store, login, self.quick) is not None:
+        if live and await self.blocked(login) is not None:
             # Blocked while a password was live (`numbers block` expires them; this
             # covers the moment between): no login (issue 13).
             return Checked(None, "number_blocked")

@@ -144,3 +144,24 @@ async def test_postgresql_accounting_reads_together_equal_reads_one_by_one(
         assert sum(p is not None for p in alone_pw) == 2 * 7  # c2 expired; c9, c10 none
     finally:
         await store.close()
+
+
+@pytest.mark.usefixtures("pg_url")
+async def test_postgresql_blocked_checks_together_equal_checks_one_by_one(pg_url: str) -> None:
+    from radiusd.store import blocked
+    from radiusd.store.postgres import PgStore
+
+    store = PgStore(pg_url, pool_size=3)
+    await store.open()
+    try:
+        await store.write([blocked.block("+77010000001", 1.0, "abuse", "admin"),
+                           blocked.block("+77010000003", 1.0, "", "admin")])
+        together = blocked.batched(store)
+        assert together is not None
+        logins = [f"+7701000000{i}" for i in range(5)] * 2
+        batched = await asyncio.gather(*(blocked.reason_of(store, x, None, together)
+                                         for x in logins))
+        alone = [await blocked.reason_of(store, x) for x in logins]
+        assert batched == alone == [None, "abuse", None, "", None] * 2
+    finally:
+        await store.close()
