@@ -39,6 +39,7 @@ from radiusd.session_end import SessionEnd, password_ended
 from radiusd.stats import Stats
 from radiusd.store import clients as latches
 from radiusd.store.backend import Backend, describe, for_config
+from radiusd.venues import venue_summary
 from radiusd.workers import PUBLISH_SECONDS, Exchange
 
 if TYPE_CHECKING:
@@ -98,8 +99,8 @@ class Server:
         self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer, self.store,
                                  ended=password_ended)
         await self._load_book()
-        self.sms = await self._start_sms()
         self.auth = OtpAuth(cfg, self.book, self.store, self.sms_wake)
+        self.sms = await self._start_sms()
         self.session_end = SessionEnd(self.book)  # Rules §8, §10: what a session's end ends
         self._start_disconnects()  # issue 13: revocations tell the NAS (RFC 5176)
         self.auth.replaced = self.session_end.replaced
@@ -178,10 +179,14 @@ class Server:
         except ImportError:  # pragma: no cover - while the SMS package is incomplete
             log.warning("SMS delivery is not available in this build")
             return None
+        from radiusd.sms.routes import SmsRoutes
+
         provider = build_provider(self.config.sms)
+        # Each venue's provider and sender (issue 15); without venues, all by `provider`.
+        self.sms_routes = SmsRoutes(provider, self.config, self.auth.venues)
         worker = OutboxWorker(self.store, provider, self.sealer, self.clock,
                               self.config.sms.max_age_seconds, self.book.sms_gave_up,
-                              health=self.health)
+                              health=self.health, route=self.sms_routes)
         if hasattr(provider, "on_receipt"):  # SMPP transceiver: receipts go to the row
             provider.on_receipt = worker.receipt
         self.background.append(asyncio.create_task(worker.run(), name="sms-outbox"))
@@ -226,6 +231,8 @@ class Server:
             names = [c.name for c in self.config.clients if c.secret == DEFAULT_SECRET]
             log.warning("client %s uses FreeRADIUS's well-known default secret: fine on "
                         "loopback for a trial, never on a network", ", ".join(names))
+        for v in self.config.venues:
+            log.info("venue %s: %s", v.name, venue_summary(v))
         log.info("database %s", describe(self.config.database))
         sms = self.config.sms
         where = {"file": sms.file.path, "kannel": sms.kannel.url, "http": sms.http.url,
@@ -262,6 +269,8 @@ class Server:
         for listener in self.listeners:
             await listener.stop_reading()
         await self._stop_background()
+        if getattr(self, "sms_routes", None) is not None:
+            await self.sms_routes.close()
         if self.in_flight:
             _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)
             for task in pending:

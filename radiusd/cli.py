@@ -109,6 +109,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     for warning in config.warnings():
         print(f"  warning: {warning}")
     print(f"  sms provider {config.sms.provider}")
+    from radiusd.venues import venue_summary
+
+    for v in config.venues:  # issue 15 (README "Venues")
+        print(f"  venue {v.name}: {venue_summary(v)}")
     if config.http.listen:
         print(f"  http on {', '.join(config.http.listen)}")
     return 0

@@ -26,6 +26,8 @@ class Client:
     # cannot pick a neighbouring address. Persisted by name (`store.clients`), so a
     # restart does not re-arm it: `ClientTable.restore` at start, `latch` once.
     ma_latched: bool = False
+    # Which attributes carry a venue's rate limit to it (radiusd.venues.rate_attributes).
+    vendor: str = "none"
 
     def requires_message_authenticator(self) -> bool:
         if self.require_message_authenticator == "auto":
@@ -61,6 +63,7 @@ class ClientTable:
                 secret=c.secret.encode(),
                 require_message_authenticator=c.require_message_authenticator,
                 otp_request=c.otp_request,
+                vendor=c.vendor,
             )
             self.clients.append(client)
             entries.extend((net, client) for net in c.networks())

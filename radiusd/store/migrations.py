@@ -360,6 +360,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE limit_counts_sharded RENAME TO limit_counts;
     CREATE INDEX limit_counts_bucket ON limit_counts(bucket);
     """,
+    # 12: venues (issue 15). An SMS remembers the venue whose provider, sender and text
+    # it takes (NULL: the top-level [sms]); a venue's `sms_daily_budget` is one row per
+    # venue and calendar day, reserved by the press's own transaction
+    # (`store.budgets.reserve`).
+    # portable: run as-is on PostgreSQL too
+    """
+    ALTER TABLE sms_outbox ADD COLUMN venue TEXT;
+    CREATE TABLE sms_budget (
+        venue       TEXT NOT NULL,
+        day         TEXT NOT NULL,
+        sent        INTEGER NOT NULL,
+        PRIMARY KEY (venue, day)
+    );
+    """,
 ]
 
 
