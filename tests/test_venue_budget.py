@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from otp_support import REJECT, get_password, reply_message, sms_count
 
@@ -24,7 +25,7 @@ UNAVAILABLE_EN = "SMS login is not available here today. Please ask the staff"
 DAY = "2026-12-06"
 
 
-def budget_config(tmp: Path, budget: int, **venue: Any) -> Any:
+def budget_config(tmp: Path, budget: int, http: bool = False, **venue: Any) -> Any:
     roomy = {k: 1_000_000 for k in ("per_nas_minute", "per_nas_daily", "global_per_minute",
                                     "global_daily", "per_prefix_daily", "per_device_hourly")}
     return loopback_config(
@@ -33,6 +34,7 @@ def budget_config(tmp: Path, budget: int, **venue: Any) -> Any:
         clients=[{"name": "cafe", "address": "127.0.0.1", "secret": "testing123"}],
         venues=[{"name": "cafe", "clients": ["cafe"], "sms_daily_budget": budget,
                  "timezone": "Asia/Almaty", **roomy, **venue}],
+        **({"http": {"listen": ["127.0.0.1:0"]}} if http else {}),
     )
 
 
@@ -77,12 +79,15 @@ async def test_the_budget_starts_again_on_the_venues_next_calendar_day(
         tmp_path: Path, clock: ManualClock) -> None:
     # 2026-12-06 18:30 UTC is 23:30 in Almaty (UTC+5): the venue's day ends in 30 min.
     clock.set(1_796_581_800.0)
-    async with running_server(budget_config(tmp_path, 2), clock) as server:
+    async with running_server(budget_config(tmp_path, 2, http=True), clock) as server:
         nas = nas_for(server, timeout=1.0, retries=2)
         for i in range(2):
             assert reply_message(await get_password(nas, number(i), mac=mac(i))).startswith(
                 "Password sent")
         assert reply_message(await get_password(nas, number(2), mac=mac(2))) == UNAVAILABLE_EN
+        async with aiohttp.ClientSession() as s, s.get(server.http.metrics_url()) as r:
+            metrics = await r.text()
+        assert 'radiusd_otp_refused_total{cap="sms_daily_budget"} 1' in metrics.splitlines()
         clock.advance(1800)  # midnight in Almaty, 19:00 UTC
         assert reply_message(await get_password(nas, number(2), mac=mac(2))).startswith(
             "Password sent")

@@ -335,7 +335,9 @@ def render_limits(sms_refused: Counter[str], guess_refused: Counter[str]) -> str
                     "by the [otp] cap that refused them.")
     refused = sms_refused + guess_refused
     lines += _samples("radiusd_otp_refused_total", (
-        ({"cap": cap.key}, refused.get(cap.key, 0)) for cap in (*SMS_CAPS, *GUESS_CAPS)))
+        ({"cap": key}, refused.get(key, 0))
+        for key in (*(cap.key for cap in (*SMS_CAPS, *GUESS_CAPS)),
+                    "sms_daily_budget")))  # a venue's budget (issue 15)
     return "\n".join(lines) + "\n"
 
 
