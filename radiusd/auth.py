@@ -23,9 +23,9 @@ from radiusd.device import looks_like_mac, normalise_mac, request_device
 from radiusd.otp import Checked, Issued, Password, PasswordBook, Refused
 from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
-from radiusd.store import challenges, passwords
+from radiusd.store import challenges, passwords, sessions
 from radiusd.store.backend import Backend, Op
-from radiusd.venues import Venue, Venues, rate_attributes
+from radiusd.venues import Venue, Venues, rate_attributes, time_left
 
 log = logging.getLogger("radiusd.auth")
 
@@ -154,6 +154,9 @@ class OtpAuth:
         the client's venue (radiusd.venues)."""
         venue = venue or self.venues.of_client(request.client.name)
         lang = venue.language
+        left = await self._time_left(venue, login, now)
+        if left is not None and left <= 0:
+            return self._reject("daily_time_used", lang)  # no SMS for a login refused
         state = None
         extra: list[Op] = []
         if request.client.otp_request == "challenge":
@@ -202,6 +205,9 @@ class OtpAuth:
         lang = context.venue.language
         if pw is None:
             return self._reject(checked.reason, lang, **checked.values)
+        left = await self._time_left(context.venue, context.login, now)
+        if left is not None and left <= 0:
+            return self._reject("daily_time_used", lang)
         if checked.claimed:
             # Bind to the NAS as accounting names it (NAS-IP-Address first), so that
             # its Accounting-On/Off finds this password (Rules §8).
@@ -213,9 +219,18 @@ class OtpAuth:
                 return self._reject("password_expired", lang)
             if self.config.otp.one_session_per_number and self.replaced is not None:
                 await self.replaced(context.login, pw.id, now)
-        return self._accept(pw, now, context.venue, request.client.vendor)
+        return self._accept(pw, now, context.venue, request.client.vendor, left)
 
-    def _accept(self, pw: Password, now: float, venue: Venue, vendor: str) -> Reply:
+    async def _time_left(self, venue: Venue, login: str, now: float) -> int | None:
+        """Seconds left today of the venue's `daily_time_seconds` for this number
+        (radiusd.venues.time_left); None when the venue has no such cap."""
+        if venue.daily_time_seconds is None:
+            return None
+        since = venue.day_start(now) - self.config.otp.max_lifetime_seconds
+        return time_left(venue, await sessions.spent(self.store, login, since), now)
+
+    def _accept(self, pw: Password, now: float, venue: Venue, vendor: str,
+                left: int | None = None) -> Reply:
         """Access-Accept with the venue's session profile: Session-Timeout (RFC 2865
         §5.27), Idle-Timeout (§5.28) and its rate limit in the NAS vendor's attribute."""
         cfg = self.config
@@ -226,7 +241,8 @@ class OtpAuth:
         reply.add("Acct-Interim-Interval", cfg.accounting.interim_interval_seconds)
         # The NAS disconnects at the password's max lifetime at the latest (Rules §8).
         remaining = int(pw.issued_at + cfg.otp.max_lifetime_seconds - now)
-        timeout = min(t for t in (otp.session_timeout_seconds or remaining, remaining))
+        timeout = min(t for t in (otp.session_timeout_seconds or remaining, remaining,
+                                  remaining if left is None else left))
         reply.add("Session-Timeout", max(1, timeout))
         if otp.idle_timeout_seconds:
             reply.add("Idle-Timeout", otp.idle_timeout_seconds)

@@ -25,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from radiusd.config import Config, OtpConfig, VenueConfig, parse_rate
+from radiusd.store.sessions import Spent
 
 # The `[otp]` keys a venue may override (config.VenueConfig).
 OTP_OVERRIDES = ("resend_after_seconds", "per_number_hourly", "per_number_daily",
@@ -68,6 +69,27 @@ class Venue:
         if self.timezone:
             return dt.datetime.fromtimestamp(now, ZoneInfo(self.timezone))
         return dt.datetime.fromtimestamp(now).astimezone()
+
+
+def time_left(venue: Venue, sessions: list[Spent], now: float) -> int | None:
+    """What is left today of the venue's `daily_time_seconds` for a number, from its
+    sessions (those since `day_start` minus the longest a password lives, so that one
+    begun yesterday counts with its part after midnight); None: no daily cap. A
+    session counts at the venue's own clients only; a closed one for its
+    Acct-Session-Time (RFC 2866 §5.7) when the NAS sent one, an open one until now."""
+    if venue.daily_time_seconds is None:
+        return None
+    start = venue.day_start(now)
+    used = 0.0
+    for s in sessions:
+        if venue.clients and s.nas not in venue.clients:
+            continue
+        if s.stopped_at is not None:
+            end = s.started_at + s.session_time if s.session_time else s.stopped_at
+        else:
+            end = max(now, s.started_at + s.session_time)
+        used += max(0.0, min(end, now) - max(s.started_at, start))
+    return int(venue.daily_time_seconds - used)
 
 
 def _venue(cfg: VenueConfig, top: Config) -> Venue:

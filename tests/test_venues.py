@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from otp_support import ACCEPT, REJECT, enter, get_password, reply_message, sms_code
+from otp_support import (
+    ACCEPT,
+    REJECT,
+    acct,
+    enter,
+    get_password,
+    reply_message,
+    sms_code,
+    sms_count,
+)
 
 from radiusd.app import Server
 from radiusd.clock import ManualClock
@@ -176,3 +185,38 @@ def test_venue_config_errors_name_the_key(tmp_path: Path, venues: str, message: 
     with pytest.raises(ConfigError) as raised:
         load(path)
     assert f"{path}: {message}" in str(raised.value).splitlines()[0]
+
+
+async def test_daily_time_is_what_is_left_today_and_refused_when_used_up(
+        tmp_path: Path, clock: ManualClock) -> None:
+    # 2026-12-06 04:00 UTC is 09:00 in Almaty: the venue's day has 15 hours left.
+    clock.set(1_796_529_600.0)
+    config = loopback_config(
+        tmp_path,
+        clients=[{"name": "library", "address": CAFE, "secret": "testing123"}],
+        venues=[{"name": "library", "clients": ["library"], "daily_time_seconds": 3600,
+                 "timezone": "Asia/Almaty"}])
+    user, phone, used_up = "8 701 234 56 78", "+77012345678", \
+        "Your Wi-Fi time for today is used up. Come back tomorrow"
+    async with running_server(config, clock) as server:
+        nas = nas_at(server, CAFE)
+
+        async def session(expect_timeout: int, online: int) -> None:
+            assert (await get_password(nas, user)).code == REJECT
+            answer = await enter(nas, await sms_code(server, phone), user)
+            assert answer.code == ACCEPT, reply_message(answer)
+            assert answer.get("Session-Timeout") == expect_timeout
+            sid = nas.new_session_id()
+            klass = answer.get("Class")
+            await acct(nas, "Start", sid, user=phone, klass=klass)
+            clock.advance(online)
+            await acct(nas, "Stop", sid, user=phone, klass=klass, Acct_Session_Time=online)
+            clock.advance(60)  # the resend wait
+
+        await session(3600, 1000)
+        await session(2600, 2600)
+        answer = await get_password(nas, user)
+        assert reply_message(answer) == used_up
+        assert await sms_count(server) == 2, "no SMS for a login that would be refused"
+        clock.advance(15 * 3600)  # past midnight in Almaty
+        await session(3600, 10)
