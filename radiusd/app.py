@@ -34,6 +34,7 @@ from radiusd.radius.dictionary import default_codec
 from radiusd.radius.endpoint import Endpoint, Port
 from radiusd.radius.listener import InFlight, Listener, open_socket
 from radiusd.reaper import Reaper
+from radiusd.reload import remove_pid_file, write_pid_file
 from radiusd.sealing import Sealer
 from radiusd.session_end import SessionEnd, password_ended
 from radiusd.stats import Stats
@@ -219,6 +220,65 @@ class Server:
         if not bound:
             raise OSError(f"no {port} address could be bound: {'; '.join(errors)}")
 
+    def reload(self, new: Config) -> list[str]:
+        """Apply a valid config to the running server (radiusd.reload): a new client
+        table (latches kept by name), venues, `[otp]`, SMS templates and providers,
+        Disconnect routes. Everything is built first; then the references are swapped
+        with no await between, so each request sees the old settings or the new.
+        Returns the changed keys that need a restart (kept as they run)."""
+        from radiusd.radius.disconnect import routes_from_config
+        from radiusd.reload import kept_running, needs_restart
+        from radiusd.venues import Venues
+
+        later = needs_restart(self.config, new)
+        applied = kept_running(self.config, new)
+        table = ClientTable(applied.clients)
+        table.restore(c.name for c in self.clients.clients if c.ma_latched)
+        table.on_latch = self._persist_latch
+        venues = Venues(applied)
+        routes = routes_from_config(applied.clients)
+        if getattr(self, "sms_routes", None) is not None:
+            self.sms_routes.update(applied, venues)  # makes new providers; may refuse
+        # The swap: plain assignments, nothing here awaits or fails.
+        for listener in self.listeners:
+            listener.endpoint.clients = table
+        self.clients = table
+        self.auth.config = applied
+        self.auth.venues = venues
+        self.auth.language = applied.otp.language
+        self.book.cfg = self.book.limits.cfg = self.book.guesses.cfg = applied.otp
+        self.book.sms = applied.sms
+        if hasattr(self, "disconnector"):
+            self.disconnector.routes = routes
+        self.config = applied
+        return later
+
+    def reload_file(self) -> bool:
+        """SIGHUP: read the config file again and apply it (radiusd.reload); an
+        invalid one changes nothing, and each problem is logged as check-config says
+        it. True when the new config is in force."""
+        from radiusd.config import ConfigError, load
+
+        path = self.config.source
+        if path is None:
+            log.warning("reload: running with the embedded defaults, there is no file "
+                        "to read again; start with -c FILE")
+            return False
+        try:
+            new = load(path)
+            later = self.reload(new)
+        except ConfigError as e:
+            for line in str(e).splitlines():
+                log.error("reload refused, the running config stays: %s", line)
+            return False
+        log.info("reloaded %s: %d clients, %d venues", path, len(self.config.clients),
+                 len(self.config.venues))
+        for key in later:
+            log.warning("reload: %s changed; it takes effect after a restart", key)
+        for warning in new.warnings():
+            log.warning("%s", warning)
+        return True
+
     def _log_startup(self) -> None:
         for listener in self.listeners:
             host, port = listener.address
@@ -313,6 +373,15 @@ async def serve(config: Config, worker: int = 0, exchange: Exchange | None = Non
         loop.add_signal_handler(sig, stop.set)
     raise_open_file_limit()
     server = Server(config, worker=worker, exchange=exchange)
+    started = False
+
+    def hangup() -> None:  # radiusd.reload: read the file again (once started)
+        if started:
+            server.reload_file()
+        else:
+            log.warning("SIGHUP while starting: ignored; send it again once ready")
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await server.start()
     except OSError as e:
@@ -324,8 +393,14 @@ async def serve(config: Config, worker: int = 0, exchange: Exchange | None = Non
         await server.store.close()
         raise
     _settle_memory(config)
+    started = True
+    own_pid_file = exchange is None  # with workers, the parent writes it (cli)
+    if own_pid_file:
+        write_pid_file(config.server.pid_file)
     log.info("radiusd ready (pid %d)", os.getpid())
     await stop.wait()
+    if own_pid_file:
+        remove_pid_file(config.server.pid_file)
     t0 = time.monotonic()
     log.info("shutting down: finishing %d request(s) in flight", len(server.in_flight))
     await server.stop()

@@ -71,13 +71,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if config.server.workers > 1:  # processes sharing the ports (radiusd.workers)
         import tempfile
 
+        from radiusd.reload import remove_pid_file, write_pid_file
         from radiusd.workers import Exchange, supervise
+
+        def newest() -> Config:
+            """A worker started again reads the file as a reload would (radiusd.reload);
+            an invalid file leaves it the config the server started with."""
+            try:
+                return load(config.source) if config.source else config
+            except ConfigError:
+                return config
 
         with tempfile.TemporaryDirectory(prefix="radiusd-workers-") as figures:
             exchange = Exchange(figures)
-            return supervise(config.server.workers,
-                             lambda worker: run(config, worker, exchange))
+            write_pid_file(config.server.pid_file)  # the parent: it passes SIGHUP on
+            try:
+                return supervise(config.server.workers,
+                                 lambda worker: run(newest(), worker, exchange))
+            finally:
+                remove_pid_file(config.server.pid_file)
     return run(config)
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    """Check the file, then SIGHUP the server `[server] pid_file` names (radiusd.reload).
+    An invalid file is said here and nothing is signalled."""
+    from radiusd.reload import signal_server
+
+    config = load_config(args)
+    pid = signal_server(config)
+    print(f"radiusd: asked pid {pid} to read {config.source or 'its config'} again "
+          "(its log says what changed)")
+    return 0
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -143,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a configuration file and show it")
     add_config_arg(p)
     p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("reload", help="make the running server read its config file again "
+                                      "(SIGHUP to [server] pid_file)")
+    add_config_arg(p)
+    p.set_defaults(func=_cmd_reload)
 
     for register in _commands:
         register(sub)

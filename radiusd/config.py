@@ -78,6 +78,9 @@ class ServerConfig(_Section):
     # radiusd.workers). More than 1 needs [database] url: the workers share nothing but
     # the database, and only PostgreSQL takes writes from several processes at once.
     workers: int = Field(default=1, ge=1, le=256)
+    # Where `serve` writes its process id, for `radiusd reload` (radiusd.reload);
+    # empty: none (send SIGHUP yourself). Relative: to the config file's directory.
+    pid_file: str = ""
 
     @field_validator("auth_listen", "acct_listen")
     @classmethod
@@ -761,7 +764,7 @@ def _beside(config: Config, base: Path) -> Config:
 
     # Only what the file says: a key left out keeps its default, relative to the working
     # directory as with the embedded defaults (the Docker image's /data).
-    database, otp, sms = config.database, config.otp, config.sms
+    database, otp, sms, server = config.database, config.otp, config.sms, config.server
     if database.url is None and "path" in database.model_fields_set:
         database = database.model_copy(update={"path": at(database.path)})
     if "key_file" in otp.model_fields_set:
@@ -775,4 +778,7 @@ def _beside(config: Config, base: Path) -> Config:
                 update={"path": at(p.file.path)})})
             if "path" in p.file.model_fields_set else p
             for name, p in sms.providers.items()}})
-    return config.model_copy(update={"database": database, "otp": otp, "sms": sms})
+    if server.pid_file:
+        server = server.model_copy(update={"pid_file": at(server.pid_file)})
+    return config.model_copy(update={"database": database, "otp": otp, "sms": sms,
+                                     "server": server})

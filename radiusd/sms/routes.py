@@ -33,14 +33,17 @@ class SmsRoutes:
         self.update(config, venues)
 
     def update(self, config: Config, venues: Venues) -> None:
-        """The provider sections and venues of a (re)loaded config."""
-        for name, section in config.sms.providers.items():
-            if self._sections.get(name) != section:
-                old = self.providers.get(name)
-                if old is not None:
-                    self._retired.append(old)  # closed at stop: a send may be in flight
-                self.providers[name] = build_provider(section)
-                self._sections[name] = section
+        """The provider sections and venues of a (re)loaded config. The new providers
+        are all made before anything changes (`ConfigError` leaves it as it was)."""
+        made = {name: build_provider(section)
+                for name, section in config.sms.providers.items()
+                if self._sections.get(name) != section}
+        for name, provider in made.items():
+            old = self.providers.get(name)
+            if old is not None:
+                self._retired.append(old)  # closed at stop: a send may be in flight
+            self.providers[name] = provider
+            self._sections[name] = config.sms.providers[name]
         self.venues = venues
 
     def __call__(self, venue: str | None) -> tuple[SmsProvider, str]:
