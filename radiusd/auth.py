@@ -73,7 +73,11 @@ class OtpAuth:
         return Reply.reject(messages.text(key, language, **values))
 
     async def authorize(self, request: Request, now: float) -> object | Outcome:
-        venue = self.venues.of_client(request.client.name)
+        # One read of the settings: a reload meanwhile (radiusd.reload) swaps
+        # `self.venues`, and this request goes on with what it began with.
+        venues = self.venues
+        otp = venues.config.otp
+        venue = venues.of_client(request.client.name)
         lang = venue.language
         name = (request.get("User-Name") or "").strip()
         if not name:
@@ -108,8 +112,7 @@ class OtpAuth:
             # MAC authentication (MikroTik login-by=mac): never an SMS for it.
             return self._reject("mac_login", lang)
         try:
-            login = phone.normalise(name, self.config.otp.default_region,
-                                    self.config.otp.allowed_regions)
+            login = phone.normalise(name, otp.default_region, otp.allowed_regions)
         except phone.NumberRefused as refused:
             voucher = await self._voucher(name, now)
             if voucher is None:
@@ -136,10 +139,11 @@ class OtpAuth:
                                now: float, language: str | None = None) -> Issued | Refused:
         """Rules §5-§6 for any front door (RADIUS, the HTTP API): normalise the number,
         apply the limits, issue and queue the SMS in one transaction."""
-        lang = language or self.language
+        venues = self.venues
+        otp = venues.config.otp
+        lang = language or venues.default.language
         try:
-            login = phone.normalise(text, self.config.otp.default_region,
-                                    self.config.otp.allowed_regions)
+            login = phone.normalise(text, otp.default_region, otp.allowed_regions)
         except phone.NumberRefused as refused:
             return Refused(refused.reason)
         result = await self.book.request(login, device=device, nas=nas, language=lang,
@@ -162,7 +166,7 @@ class OtpAuth:
         if request.client.otp_request == "challenge":
             state = STATE_PREFIX + secrets.token_hex(12).encode()
             extra.append(challenges.remember(state.hex(), login,
-                                             now + self.config.otp.ttl_seconds))
+                                             now + venue.otp.ttl_seconds))
         result = await self.book.request(login, device=device, nas=request.client.name,
                                          language=lang, now=now, extra=extra, venue=venue)
         if isinstance(result, Refused):
@@ -214,10 +218,11 @@ class OtpAuth:
             nas_address = str(request.get("NAS-IP-Address") or request.get("NAS-IPv6-Address")
                               or request.nas_address)
             if not await self.book.claim(pw, device=context.device, nas=request.client.name,
-                                         nas_address=nas_address, now=now):
+                                         nas_address=nas_address, now=now,
+                                         cfg=context.venue.otp):
                 # Claimed, burned or ended meanwhile (here or at another node): Rules §8.
                 return self._reject("password_expired", lang)
-            if self.config.otp.one_session_per_number and self.replaced is not None:
+            if context.venue.otp.one_session_per_number and self.replaced is not None:
                 await self.replaced(context.login, pw.id, now)
         return self._accept(pw, now, context.venue, request.client.vendor, left)
 
@@ -226,7 +231,7 @@ class OtpAuth:
         (radiusd.venues.time_left); None when the venue has no such cap."""
         if venue.daily_time_seconds is None:
             return None
-        since = venue.day_start(now) - self.config.otp.max_lifetime_seconds
+        since = venue.day_start(now) - venue.otp.max_lifetime_seconds
         return time_left(venue, await sessions.spent(self.store, login, since), now)
 
     def _accept(self, pw: Password, now: float, venue: Venue, vendor: str,
@@ -240,7 +245,7 @@ class OtpAuth:
         reply.add("Class", pw.class_token.encode())
         reply.add("Acct-Interim-Interval", cfg.accounting.interim_interval_seconds)
         # The NAS disconnects at the password's max lifetime at the latest (Rules §8).
-        remaining = int(pw.issued_at + cfg.otp.max_lifetime_seconds - now)
+        remaining = int(pw.issued_at + otp.max_lifetime_seconds - now)
         timeout = min(t for t in (otp.session_timeout_seconds or remaining, remaining,
                                   remaining if left is None else left))
         reply.add("Session-Timeout", max(1, timeout))

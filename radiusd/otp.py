@@ -165,10 +165,10 @@ class PasswordBook:
         if not won:
             return self.limits.resend_wait(wait)
         ops: list[Op] = [stored.supersede(login, now)]
-        code, tag = await self._new_code(login)
+        code, tag = await self._new_code(login, cfg.length)
         pw = Password(
             id=secrets.randbits(62), login=login, kind="phone", state="issued", code=code,
-            language=language, issued_at=now, unclaimed_until=now + self.cfg.ttl_seconds,
+            language=language, issued_at=now, unclaimed_until=now + cfg.ttl_seconds,
             request_device=device, request_nas=nas,
         )
         ops.append(stored.insert(
@@ -206,7 +206,7 @@ class PasswordBook:
                         venue.sms_daily_budget, day)
         return Refused("sms_unavailable", cap="sms_daily_budget")
 
-    async def _new_code(self, login: str) -> tuple[str, str]:
+    async def _new_code(self, login: str, n: int) -> tuple[str, str]:
         """Rules §9: a new password each time: never this number's previous one, nor one
         that is live for anybody (by its keyed tag, whichever node issued it)."""
         newest = await stored.newest_of(self.store, login)
@@ -215,7 +215,6 @@ class PasswordBook:
         if newest is not None and last_tag is None:  # issued before the tags
             with contextlib.suppress(ValueError):
                 last_code = self.sealer.open(newest.secret, b"otp").decode()
-        n = self.cfg.length
         while True:
             code = "".join(secrets.choice("0123456789") for _ in range(n))
             tag = self.sealer.tag(code.encode())
@@ -239,7 +238,8 @@ class PasswordBook:
         ops: list[Op] = []
         actives: list[Password] = []
         issued: list[Password] = []
-        lifetime = self.cfg.max_lifetime_seconds
+        cfg = self.cfg  # one config for the whole check, whatever a reload does meanwhile
+        lifetime = cfg.max_lifetime_seconds
         live = await self.live(login)
         if live and await blocked.reason_of(self.store, login, self.quick) is not None:
             # Blocked while a password was live (`numbers block` expires them; this
@@ -278,7 +278,8 @@ class PasswordBook:
         if capped is not None:
             # Past the guess budget: nothing more is compared. What was compared (a
             # password bound to this very device) still counts.
-            await self._wrong([pw for pw in actives if pw.device == device], now, ops)
+            await self._wrong([pw for pw in actives if pw.device == device], now, ops,
+                              cfg.max_attempts)
             return Checked(None, capped.reason, ops, values=capped.values)
         for pw in issued:
             if matches(pw.code):
@@ -286,7 +287,7 @@ class PasswordBook:
                 return Checked(pw, "", ops, claimed=True)
         live = actives + issued
         ops += self.guesses.add(guess_keys, now)
-        if await self._wrong(live, now, ops):
+        if await self._wrong(live, now, ops, cfg.max_attempts):
             return Checked(None, "too_many_attempts", ops)
         if live:
             # A live password and a wrong code (or another device): "wrong password",
@@ -299,11 +300,12 @@ class PasswordBook:
             return Checked(None, "number_blocked", ops)
         return Checked(None, "password_expired", ops)
 
-    async def _wrong(self, passwords: list[Password], now: float, ops: list[Op]) -> bool:
+    async def _wrong(self, passwords: list[Password], now: float, ops: list[Op],
+                     max_attempts: int) -> bool:
         """One wrong try against each, committed with ``ops``; `max_attempts` burns it
         (Rules §7), a bound one included: its session ends with it. True when this
         try burned one."""
-        counts = [stored.count_wrong(pw.id, self.cfg.max_attempts, now) for pw in passwords]
+        counts = [stored.count_wrong(pw.id, max_attempts, now) for pw in passwords]
         if not counts:
             await self.store.write(ops)
             return False
@@ -318,15 +320,15 @@ class PasswordBook:
         return bool(burned)
 
     async def claim(self, pw: Password, *, device: str | None, nas: str, nas_address: str,
-                    now: float) -> bool:
+                    now: float, cfg: OtpConfig | None = None) -> bool:
         """First success: bind to the device and NAS (Rules §7-§8), once, in the
         database: False when another request (any node) claimed, burned or ended it
         first."""
         token = CLASS_PREFIX + secrets.token_hex(12)
         (rows,) = await self.store.run([stored.claim(
             id=pw.id, device=device, nas=nas, nas_address=nas_address, class_token=token,
-            max_attempts=self.cfg.max_attempts, now=now,
-            born_after=now - self.cfg.max_lifetime_seconds)])
+            max_attempts=(cfg or self.cfg).max_attempts, now=now,
+            born_after=now - (cfg or self.cfg).max_lifetime_seconds)])
         if not rows:
             return False
         pw.state = "active"

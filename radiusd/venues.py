@@ -113,6 +113,7 @@ class Venues:
     """Client name -> `Venue`, computed once per config (a reload builds a new one)."""
 
     def __init__(self, config: Config) -> None:
+        self.config = config  # what a request reads, whole, for its whole life
         self.default = Venue(name="", otp=config.otp, language=config.otp.language,
                              templates={str(k): v for k, v in config.sms.templates.items()})
         self.by_name: dict[str, Venue] = {}
