@@ -110,6 +110,8 @@ class Server:
         self.reaper = Reaper(cfg, self.book, self.session_end, self.store, self.clock)
         if self.worker == 0:
             self.background.append(asyncio.create_task(self.reaper.run(), name="reaper"))
+        self.background.append(asyncio.create_task(self._flush_venue_figures(),
+                                                   name="venue-figures"))
         try:
             self._bind("auth", cfg.server.auth_listen)
             self._bind("acct", cfg.server.acct_listen)
@@ -220,6 +222,29 @@ class Server:
         if not bound:
             raise OSError(f"no {port} address could be bound: {'; '.join(errors)}")
 
+    async def _flush_venue_figures(self, once: bool = False) -> None:
+        """Write what each venue did to its days (radiusd.venue_figures), every
+        FLUSH_SECONDS (sooner when much is pending), and once more at stop."""
+        from radiusd.venue_figures import FLUSH_SECONDS
+
+        waited = 0.0
+        while True:
+            if not once:
+                await asyncio.sleep(0.5)
+                waited += 0.5
+                if waited < FLUSH_SECONDS and not self.auth.figures.full:
+                    continue
+                waited = 0.0
+            ops = self.auth.figures.drain()
+            if ops:
+                try:
+                    await self.store.write(ops)
+                except Exception as e:  # the store logs its own outage
+                    log.warning("venue figures of the last %.0f s not saved: %s",
+                                FLUSH_SECONDS, e)
+            if once:
+                return
+
     def reload(self, new: Config) -> list[str]:
         """Apply a valid config to the running server (radiusd.reload): a new client
         table (latches kept by name), venues, `[otp]`, SMS templates and providers,
@@ -305,9 +330,11 @@ class Server:
         """This process's own counters (radiusd.workers: the first adds the others')."""
         from radiusd.http.metrics import own_figures
 
-        return own_figures(self.stats.counts, self.stats.dropped,
-                           getattr(self, "radius_timer", None), self.book.limits.refused,
-                           self.book.guesses.refused)
+        figures = own_figures(self.stats.counts, self.stats.dropped,
+                              getattr(self, "radius_timer", None), self.book.limits.refused,
+                              self.book.guesses.refused)
+        figures.venues.update(self.auth.figures.totals)
+        return figures
 
     def _publish(self) -> None:
         if self.exchange is not None and self.worker != 0:
@@ -335,6 +362,8 @@ class Server:
             _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)
             for task in pending:
                 task.cancel()
+        if hasattr(self, "auth"):
+            await self._flush_venue_figures(once=True)  # the last seconds' counts
         for listener in self.listeners:
             listener.close()
         if hasattr(self, "disconnector"):

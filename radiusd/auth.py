@@ -25,6 +25,7 @@ from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
 from radiusd.store import challenges, passwords, sessions
 from radiusd.store.backend import Backend, Op
+from radiusd.venue_figures import VenueFigures
 from radiusd.venues import Venue, Venues, rate_attributes, time_left
 
 log = logging.getLogger("radiusd.auth")
@@ -63,6 +64,7 @@ class OtpAuth:
         self.language = config.otp.language
         # Settings by client (issue 15); a reload swaps the whole object (`Server.reload`).
         self.venues = Venues(config)
+        self.figures = VenueFigures()  # per venue: /metrics and `radiusd venues report`
         self._voucher_misses: OrderedDict[str, float] = OrderedDict()
         # `[otp] one_session_per_number`: ends the number's other sessions after a new
         # login (session_end.SessionEnd.replaced, set by the server).
@@ -160,6 +162,7 @@ class OtpAuth:
         lang = venue.language
         left = await self._time_left(venue, login, now)
         if left is not None and left <= 0:
+            self.figures.count(venue, "refused:daily_time_used", now)
             return self._reject("daily_time_used", lang)  # no SMS for a login refused
         state = None
         extra: list[Op] = []
@@ -170,7 +173,9 @@ class OtpAuth:
         result = await self.book.request(login, device=device, nas=request.client.name,
                                          language=lang, now=now, extra=extra, venue=venue)
         if isinstance(result, Refused):
+            self.figures.count(venue, f"refused:{result.cap or result.reason}", now)
             return Reply.reject(result.message(lang))
+        self.figures.count(venue, "sms", now)
         self.sms_queued()
         sent = messages.text("sms_sent", lang, phone=phone.mask(login))
         if state is not None:
@@ -211,6 +216,7 @@ class OtpAuth:
             return self._reject(checked.reason, lang, **checked.values)
         left = await self._time_left(context.venue, context.login, now)
         if left is not None and left <= 0:
+            self.figures.count(context.venue, "refused:daily_time_used", now)
             return self._reject("daily_time_used", lang)
         if checked.claimed:
             # Bind to the NAS as accounting names it (NAS-IP-Address first), so that
@@ -222,6 +228,7 @@ class OtpAuth:
                                          cfg=context.venue.otp):
                 # Claimed, burned or ended meanwhile (here or at another node): Rules §8.
                 return self._reject("password_expired", lang)
+            self.figures.count(context.venue, "logins", now, login=context.login)
             if context.venue.otp.one_session_per_number and self.replaced is not None:
                 await self.replaced(context.login, pw.id, now)
         return self._accept(pw, now, context.venue, request.client.vendor, left)

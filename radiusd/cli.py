@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from radiusd import admin, admin_db  # noqa: F401  (register journal/.../db)
+    from radiusd import admin, admin_db, admin_venues  # noqa: F401  (register journal/.../db)
 
     parser = build_parser()
     args = parser.parse_args(argv)

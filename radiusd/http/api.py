@@ -347,6 +347,7 @@ async def metrics_page(request: web.Request) -> web.Response:
     text += metrics.render_bounds(request.app[COUNTERS], request.app[GUARD], server.health,
                                   server.sms, await sms_waiting(server))
     text += metrics.render_limits(own.sms_refused, own.guess_refused)
+    text += metrics.render_venues(own.venues, [v.name for v in server.config.venues])
     text += metrics.render_disconnects(server.disconnector.samples(),
                                        server.session_end.no_accounting)
     return web.Response(text=text, content_type="text/plain",

@@ -363,7 +363,8 @@ MIGRATIONS: list[str] = [
     # 12: venues (issue 15). An SMS remembers the venue whose provider, sender and text
     # it takes (NULL: the top-level [sms]); a venue's `sms_daily_budget` is one row per
     # venue and calendar day, reserved by the press's own transaction
-    # (`store.budgets.reserve`).
+    # (`store.budgets.reserve`); what each venue did per day (`store.venue_days`, for
+    # `radiusd venues report`).
     # portable: run as-is on PostgreSQL too
     """
     ALTER TABLE sms_outbox ADD COLUMN venue TEXT;
@@ -373,6 +374,21 @@ MIGRATIONS: list[str] = [
         sent        INTEGER NOT NULL,
         PRIMARY KEY (venue, day)
     );
+    CREATE TABLE venue_days (
+        venue       TEXT NOT NULL,
+        day         TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        value       BIGINT NOT NULL,
+        PRIMARY KEY (venue, day, name)
+    );
+    CREATE INDEX venue_days_day ON venue_days(day);
+    CREATE TABLE venue_numbers (
+        venue       TEXT NOT NULL,
+        day         TEXT NOT NULL,
+        login       TEXT NOT NULL,
+        PRIMARY KEY (venue, day, login)
+    );
+    CREATE INDEX venue_numbers_day ON venue_numbers(day);
     """,
 ]
 
