@@ -113,3 +113,25 @@ def test_the_report_says_how_to_write_a_date(tmp_path: Path,
     assert main(["venues", "report", "-c", str(path), "--from", "yesterday"]) == 2
     assert "--from: 'yesterday' is not a date; write it as 2026-12-06" in \
         capsys.readouterr().err
+
+
+def test_the_journal_records_the_venue_and_exports_by_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "radiusd.toml"
+    write(path, tmp_path)
+    base = ["journal", "open", "-c", str(path), "--surname", "Ким", "--name", "Ли"]
+    assert main(["db", "init", "-c", str(path)]) == 0
+    capsys.readouterr()
+    assert main([*base, "--computer", "1"]) == 2
+    assert "--venue is missing: this config has venues; type radiusd journal open ... " \
+           "--venue NAME (one of: cafe, airport)" in capsys.readouterr().err
+    assert main([*base, "--computer", "1", "--venue", "lobby"]) == 2
+    assert "--venue: 'lobby' is not a venue of this config (one of: cafe, airport)" in \
+        capsys.readouterr().err
+    assert main([*base, "--computer", "1", "--venue", "cafe"]) == 0
+    assert main([*base, "--computer", "2", "--venue", "airport"]) == 0
+    capsys.readouterr()
+    assert main(["journal", "export", "-c", str(path), "--venue", "airport",
+                 "--format", "json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["computer"] == "2" and entry["venue"] == "airport"

@@ -364,10 +364,11 @@ MIGRATIONS: list[str] = [
     # it takes (NULL: the top-level [sms]); a venue's `sms_daily_budget` is one row per
     # venue and calendar day, reserved by the press's own transaction
     # (`store.budgets.reserve`); what each venue did per day (`store.venue_days`, for
-    # `radiusd venues report`).
+    # `radiusd venues report`); the venue of each journal entry (Rules §10).
     # portable: run as-is on PostgreSQL too
     """
     ALTER TABLE sms_outbox ADD COLUMN venue TEXT;
+    ALTER TABLE journal ADD COLUMN venue TEXT;
     CREATE TABLE sms_budget (
         venue       TEXT NOT NULL,
         day         TEXT NOT NULL,
