@@ -588,6 +588,13 @@ class Config(_Section):
                     out.append(f"clients ({c.name}): {net} is also client "
                                f"{seen[str(net)]!r}; the first one listed answers")
                 seen.setdefault(str(net), c.name)
+        vendors = {c.name: c.vendor for c in self.clients}
+        for v in self.venues:
+            silent = [name for name in v.clients if vendors.get(name) == "none"]
+            if v.rate_limit and silent:
+                out.append(f"venues ({v.name}): rate_limit {v.rate_limit!r} is not sent to "
+                           f"client {', '.join(silent)}: set its vendor = \"mikrotik\", "
+                           "\"coovachilli\" or \"wispr\"")
         from radiusd.sealing import key_warnings  # sealing imports this module
 
         out += key_warnings(self.otp, self.database.path)

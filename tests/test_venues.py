@@ -220,3 +220,12 @@ async def test_daily_time_is_what_is_left_today_and_refused_when_used_up(
         assert await sms_count(server) == 2, "no SMS for a login that would be refused"
         clock.advance(15 * 3600)  # past midnight in Almaty
         await session(3600, 10)
+
+
+def test_check_config_warns_when_a_rate_limit_reaches_no_vendor(tmp_path: Path) -> None:
+    config = loopback_config(
+        tmp_path,
+        clients=[{"name": "plain", "address": CAFE, "secret": "testing123"}],
+        venues=[{"name": "cafe", "clients": ["plain"], "rate_limit": "2M/8M"}])
+    assert "venues (cafe): rate_limit '2M/8M' is not sent to client plain: set its " \
+           'vendor = "mikrotik", "coovachilli" or "wispr"' in config.warnings()
