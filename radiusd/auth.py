@@ -138,20 +138,31 @@ class OtpAuth:
         return LoginContext(login, device, matches, venue)
 
     async def request_password(self, text: str, *, device: str | None, nas: str | None,
-                               now: float, language: str | None = None) -> Issued | Refused:
+                               now: float, language: str | None = None,
+                               client: str | None = None) -> Issued | Refused:
         """Rules §5-§6 for any front door (RADIUS, the HTTP API): normalise the number,
-        apply the limits, issue and queue the SMS in one transaction."""
+        apply the limits, issue and queue the SMS in one transaction. ``client``: the
+        `[[clients]]` entry whose network the caller is in (a hotspot's users reach the
+        portal through its NAT): its venue's limits, SMS and budget apply."""
         venues = self.venues
         otp = venues.config.otp
-        lang = language or venues.default.language
+        venue = venues.of_client(client)
+        lang = language or venue.language
         try:
             login = phone.normalise(text, otp.default_region, otp.allowed_regions)
         except phone.NumberRefused as refused:
             return Refused(refused.reason)
+        left = await self._time_left(venue, login, now)
+        if left is not None and left <= 0:
+            self.figures.count(venue, "refused:daily_time_used", now)
+            return Refused("daily_time_used")
         result = await self.book.request(login, device=device, nas=nas, language=lang,
-                                         now=now)
+                                         now=now, venue=venue if venue.name else None)
         if isinstance(result, Issued):
+            self.figures.count(venue, "sms", now)
             self.sms_queued()
+        else:
+            self.figures.count(venue, f"refused:{result.cap or result.reason}", now)
         return result
 
     async def get_password(self, request: Request, login: str, device: str | None,

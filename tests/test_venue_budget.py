@@ -6,6 +6,7 @@ SQLite and on PostgreSQL, across several stores (nodes) sharing one database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,13 @@ from radiusd.store import budgets
 from radiusd.store.backend import Backend
 from radiusd.store.postgres import PgStore
 from radiusd.store.sqlite import Store
-from radiusd.testing.server import DATABASE_URL_ENV, loopback_config, nas_for, running_server
+from radiusd.testing.server import (
+    DATABASE_URL_ENV,
+    eventually,
+    loopback_config,
+    nas_for,
+    running_server,
+)
 
 UNAVAILABLE_EN = "SMS login is not available here today. Please ask the staff"
 DAY = "2026-12-06"
@@ -140,3 +147,23 @@ async def test_the_guard_holds_across_two_postgresql_stores(pg_url: str) -> None
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_press_through_the_portal_api_counts_against_the_venue_it_comes_from(
+        tmp_path: Path, clock: ManualClock) -> None:
+    """A hotspot's users reach the portal through its NAT, from a client's address:
+    their presses get that venue's budget and SMS sender."""
+    config = budget_config(tmp_path, 1, http=True, sms={"sender": "CAFE"})
+    async with running_server(config, clock) as server:
+        assert server.http is not None
+        answers = []
+        async with aiohttp.ClientSession() as s:
+            for i in (1, 2):
+                async with s.post(server.http.url("/api/v1/otp"),
+                                  json={"phone": number(i)}) as r:
+                    answers.append((r.status, (await r.json())["message"]))
+        assert answers == [(202, "Password sent by SMS to +7 701 *** ** 01"),
+                           (429, UNAVAILABLE_EN)]
+        await eventually(lambda: (tmp_path / "outbox.jsonl").exists())
+        (line,) = (tmp_path / "outbox.jsonl").read_text().splitlines()
+        assert json.loads(line)["sender"] == "CAFE"
