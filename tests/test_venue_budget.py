@@ -32,7 +32,8 @@ UNAVAILABLE_EN = "SMS login is not available here today. Please ask the staff"
 DAY = "2026-12-06"
 
 
-def budget_config(tmp: Path, budget: int, http: bool = False, **venue: Any) -> Any:
+def budget_config(tmp: Path, budget: int, http: bool = False,
+                  otp: dict[str, Any] | None = None, **venue: Any) -> Any:
     roomy = {k: 1_000_000 for k in ("per_nas_minute", "per_nas_daily", "global_per_minute",
                                     "global_daily", "per_prefix_daily", "per_device_hourly")}
     return loopback_config(
@@ -42,6 +43,7 @@ def budget_config(tmp: Path, budget: int, http: bool = False, **venue: Any) -> A
         venues=[{"name": "cafe", "clients": ["cafe"], "sms_daily_budget": budget,
                  "timezone": "Asia/Almaty", **roomy, **venue}],
         **({"http": {"listen": ["127.0.0.1:0"]}} if http else {}),
+        **({"otp": otp} if otp else {}),
     )
 
 
@@ -167,3 +169,26 @@ async def test_a_press_through_the_portal_api_counts_against_the_venue_it_comes_
         await eventually(lambda: (tmp_path / "outbox.jsonl").exists())
         (line,) = (tmp_path / "outbox.jsonl").read_text().splitlines()
         assert json.loads(line)["sender"] == "CAFE"
+
+
+async def test_two_servers_on_one_postgresql_send_exactly_the_budget(
+        tmp_path: Path, clock: ManualClock, pg_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes, 250 presses each at once, one budget of 100 between them."""
+    monkeypatch.setenv(DATABASE_URL_ENV, pg_url)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    key = {"key_file": str(tmp_path / "radiusd.key")}  # one key for both (docs/keys.md)
+    config_a = budget_config(tmp_path / "a", 100, otp=key)
+    config_b = budget_config(tmp_path / "b", 100, otp=key)
+    async with running_server(config_a, clock) as a, running_server(config_b, clock) as b:
+        nas_a, nas_b = (nas_for(s, timeout=10.0, retries=3) for s in (a, b))
+
+        async def one(i: int) -> str:
+            nas = nas_a if i % 2 else nas_b
+            return reply_message(await get_password(nas, number(i), mac=mac(i)))
+
+        answers = await asyncio.gather(*(one(i) for i in range(500)))
+        assert sum(a.startswith("Password sent") for a in answers) == 100
+        assert answers.count(UNAVAILABLE_EN) == 400
+        assert await sms_count(a) == 100
