@@ -239,7 +239,9 @@ class OtpAuth:
                                          cfg=context.venue.otp):
                 # Claimed, burned or ended meanwhile (here or at another node): Rules §8.
                 return self._reject("password_expired", lang)
-            self.figures.count(context.venue, "logins", now, login=context.login)
+            if context.venue.name:  # the report's distinct numbers, as keyed tags
+                self.figures.count(context.venue, "logins", now, number=self.book.sealer.tag(
+                    b"venue-number:" + context.login.encode()))
             if context.venue.otp.one_session_per_number and self.replaced is not None:
                 await self.replaced(context.login, pw.id, now)
         return self._accept(pw, now, context.venue, request.client.vendor, left)

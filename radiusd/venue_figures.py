@@ -27,15 +27,16 @@ class VenueFigures:
         self._days: Counter[tuple[str, str, str]] = Counter()
         self._numbers: set[tuple[str, str, str]] = set()
 
-    def count(self, venue: Venue, what: str, now: float, login: str | None = None) -> None:
-        """One event at `venue` (`login`: the number that logged in)."""
+    def count(self, venue: Venue, what: str, now: float, number: str | None = None) -> None:
+        """One event at `venue` (`number`: the keyed tag of the number that logged in,
+        `Sealer.tag`, so that no number is kept for the report)."""
         if not venue.name:
             return
         self.totals[f"{venue.name}\t{what}"] += 1
         day = venue.day(now)
         self._days[(venue.name, day, what)] += 1
-        if login is not None:
-            self._numbers.add((venue.name, day, login))
+        if number is not None:
+            self._numbers.add((venue.name, day, number))
 
     @property
     def full(self) -> bool:
@@ -44,7 +45,7 @@ class VenueFigures:
     def drain(self) -> list[Op]:
         """What to write now (and forget here): counters added, numbers inserted."""
         ops = [venue_days.add(v, d, what, n) for (v, d, what), n in sorted(self._days.items())]
-        ops += [venue_days.number(v, d, login) for v, d, login in sorted(self._numbers)]
+        ops += [venue_days.number(v, d, tag) for v, d, tag in sorted(self._numbers)]
         self._days.clear()
         self._numbers.clear()
         return ops

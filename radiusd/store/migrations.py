@@ -386,8 +386,8 @@ MIGRATIONS: list[str] = [
     CREATE TABLE venue_numbers (
         venue       TEXT NOT NULL,
         day         TEXT NOT NULL,
-        login       TEXT NOT NULL,
-        PRIMARY KEY (venue, day, login)
+        number_tag  TEXT NOT NULL,        -- keyed tag of the number, never the number
+        PRIMARY KEY (venue, day, number_tag)
     );
     CREATE INDEX venue_numbers_day ON venue_numbers(day);
     """,

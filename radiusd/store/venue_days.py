@@ -1,5 +1,6 @@
 """What each venue did, per calendar day (issue 15 item 5, `radiusd venues report`):
-counters by name (`sms`, `logins`, `refused:REASON`) and the numbers that logged in.
+counters by name (`sms`, `logins`, `refused:REASON`) and the numbers that logged in,
+as keyed tags (`sealing.Sealer.tag`: the number cannot be read back without the key).
 `venue_figures.VenueFigures` counts and flushes; this only keeps.
 
 The server adds to the counters in batches (every few seconds and at stop), never in
@@ -19,8 +20,8 @@ INSERT INTO venue_days (venue, day, name, value) VALUES (?, ?, ?, ?)
 ON CONFLICT (venue, day, name) DO UPDATE SET value = venue_days.value + excluded.value
 """
 _NUMBER = """
-INSERT INTO venue_numbers (venue, day, login) VALUES (?, ?, ?)
-ON CONFLICT (venue, day, login) DO NOTHING
+INSERT INTO venue_numbers (venue, day, number_tag) VALUES (?, ?, ?)
+ON CONFLICT (venue, day, number_tag) DO NOTHING
 """
 _COUNTS = """
 SELECT venue, day, name, value FROM venue_days WHERE day >= ? AND day <= ?
@@ -36,9 +37,9 @@ def add(venue: str, day: str, name: str, value: int) -> Op:
     return (_ADD, (venue, day, name, value))
 
 
-def number(venue: str, day: str, login: str) -> Op:
-    """A number that logged in at `venue` on `day` (counted once)."""
-    return (_NUMBER, (venue, day, login))
+def number(venue: str, day: str, number_tag: str) -> Op:
+    """A number (its keyed tag) that logged in at `venue` on `day` (counted once)."""
+    return (_NUMBER, (venue, day, number_tag))
 
 
 def report(conn: SyncConnection, first: str, last: str
@@ -55,5 +56,5 @@ def report(conn: SyncConnection, first: str, last: str
 # Per flush of a server's venue figures.
 HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("venue_days.add", _ADD, ("cafe", "2026-12-06", "sms", 3)),
-    ("venue_days.number", _NUMBER, ("cafe", "2026-12-06", "+77010000000")),
+    ("venue_days.number", _NUMBER, ("cafe", "2026-12-06", "0123456789abcdef")),
 ]
