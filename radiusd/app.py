@@ -333,7 +333,8 @@ class Server:
         figures = own_figures(self.stats.counts, self.stats.dropped,
                               getattr(self, "radius_timer", None), self.book.limits.refused,
                               self.book.guesses.refused)
-        figures.venues.update(self.auth.figures.totals)
+        if hasattr(self, "auth"):
+            figures.venues.update(self.auth.figures.totals)
         return figures
 
     def _publish(self) -> None:
