@@ -5,9 +5,12 @@ dropped; an invalid one changes nothing and is logged in check-config's words.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -226,3 +229,63 @@ def test_radiusd_reload_without_a_pid_file_says_what_to_do(tmp_path: Path) -> No
     done = radiusd("reload", "-c", str(config))
     assert done.returncode == 1
     assert "server.pid_file: not set" in done.stderr and "kill -HUP" in done.stderr
+
+
+HANGUP_SCRIPT = """
+import os, signal, socket, sys
+from radiusd.radius.listener import open_socket
+from radiusd.workers import supervise
+
+def worker(slot):
+    sock = open_socket(f"127.0.0.1:{sys.argv[1]}", reuse_port=True)
+    sock.settimeout(0.05)
+    stopping, hangups = [], []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGHUP, lambda *_: hangups.append(1))
+    while not stopping:
+        try:
+            data, addr = sock.recvfrom(64)
+        except (TimeoutError, InterruptedError):
+            continue
+        sock.sendto(f"{os.getpid()} {len(hangups)}".encode(), addr)
+    return 0
+
+sys.exit(supervise(2, worker))
+"""
+
+
+def test_the_workers_parent_passes_sighup_to_every_worker() -> None:
+    """`radiusd reload` signals the parent (its pid is the pid_file's); each worker
+    reads the config again itself."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", HANGUP_SCRIPT, str(port)], cwd=root)
+
+    def hangups() -> dict[int, int]:
+        seen: dict[int, int] = {}
+        for _ in range(32):  # a source port each: the kernel spreads them over both
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                c.settimeout(0.3)
+                c.sendto(b"?", ("127.0.0.1", port))
+                with contextlib.suppress(TimeoutError):
+                    pid, n = c.recv(64).split()
+                    seen[int(pid)] = int(n)
+        return seen
+
+    try:
+        deadline = time.monotonic() + 20
+        while len(before := hangups()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no two workers"
+        assert set(before.values()) == {0}
+        proc.send_signal(signal.SIGHUP)
+        while (after := hangups()) != {pid: 1 for pid in before}:
+            assert time.monotonic() < deadline, after
+        assert proc.poll() is None  # the parent lives on
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
