@@ -191,7 +191,9 @@ def stop_all(setups: dict[str, Setup]) -> int:
 
 
 def cpu_ticks(roots: list[int]) -> int:
-    """utime + stime (clock ticks) of the live processes `roots` and their descendants."""
+    """utime + stime (clock ticks) of the live processes `roots` and their descendants,
+    with what their exited children used (cutime + cstime: PostgreSQL's backends come
+    and go; without them the sum fell when one exited, and a cell could read < 0)."""
     parent: dict[int, int] = {}
     ticks: dict[int, int] = {}
     for d in Path("/proc").iterdir():
@@ -203,7 +205,7 @@ def cpu_ticks(roots: list[int]) -> int:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         parent[int(d.name)] = int(fields[1])
-        ticks[int(d.name)] = int(fields[11]) + int(fields[12])
+        ticks[int(d.name)] = sum(int(f) for f in fields[11:15])
     wanted = set(roots)
     grew = True
     while grew:

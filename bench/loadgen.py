@@ -23,6 +23,10 @@ Modes
   accept  Access-Request with the right code from the bound device, cycling through
           --users (re-authentication of live sessions).
 
+--tls-ca/--tls-cert/--tls-key: RadSec (RFC 6614) instead of UDP: TLS connections to
+--target (auth and accounting share them; the secret is then usually "radsec"), as
+many as UDP sockets would be (--ids-per-socket requests in flight on each).
+
 --rate R makes any single-request mode open loop: R requests/s whatever the replies
 (--inflight bounds the outstanding ones); latency counts from when a request was due.
 
@@ -54,11 +58,13 @@ import os
 import platform
 import re
 import socket
+import ssl
 import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CODE_NAMES = {2: "Access-Accept", 3: "Access-Reject", 5: "Accounting-Response",
               11: "Access-Challenge"}
@@ -255,6 +261,45 @@ class Sock(asyncio.DatagramProtocol):
         self.gen.socket_errors += 1
 
 
+class _Stream:
+    """A TLS connection with a datagram socket's `sendto`, for `LoadGen._send`."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def sendto(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class TlsSock(asyncio.Protocol):
+    """RadSec (RFC 6614 §2.4): replies cut from the stream by their Length field."""
+
+    def __init__(self, gen: LoadGen) -> None:
+        self.gen = gen
+        self.transport: _Stream | None = None
+        self.slots: dict[int, Slot] = {}
+        self._buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = _Stream(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer + data
+        while len(buf) >= 4:
+            length = (buf[2] << 8) | buf[3]
+            if length < 20 or len(buf) < length:
+                break
+            self.gen.on_reply(self, buf[:length])  # type: ignore[arg-type]
+            buf = buf[length:]
+        self._buffer = buf
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gen.socket_errors += 1
+
+
 @dataclass
 class LoadGen:
     target: tuple[str, int]
@@ -285,6 +330,7 @@ class LoadGen:
     t_end_mono: float = 0.0
     rate: float = 0.0  # > 0: open loop, requests/s paced; slots only bound the backlog
     ids_per_socket: int = IDS_PER_SOCKET  # fewer: more source ports (SO_REUSEPORT spread)
+    tls: ssl.SSLContext | None = None  # RadSec (RFC 6614): TLS connections, not UDP
 
     def __post_init__(self) -> None:
         self._nonce_prefix = os.urandom(8)
@@ -298,6 +344,17 @@ class LoadGen:
 
     async def _open_socks(self, target: tuple[str, int]) -> list[Sock]:
         loop = asyncio.get_running_loop()
+        if self.tls is not None:
+            def factory() -> TlsSock:
+                return TlsSock(self)
+
+            conns: list[Any] = []  # TlsSock: a Sock as far as LoadGen is concerned
+            for _ in range(-(-self.inflight // self.ids_per_socket)):
+                _, conn = await loop.create_connection(factory, target[0], target[1],
+                                                       ssl=self.tls)
+                conns.append(conn)
+            self.socks += conns
+            return conns
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
         socks = []
         for _ in range(-(-self.inflight // self.ids_per_socket)):
@@ -641,7 +698,8 @@ class LoginGen(LoadGen):
 
     async def open(self) -> None:
         await super().open()
-        acct = await self._open_socks(self.acct_target)
+        # RadSec: accounting shares the connections (RFC 6614 §2.4)
+        acct = self.socks if self.tls is not None else await self._open_socks(self.acct_target)
         for k, slot in enumerate(self.slots):
             slot.acct_sock = acct[k % len(acct)]
             slot.acct_sock.slots[slot.ident] = slot
@@ -937,6 +995,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ids-per-socket", type=int, default=IDS_PER_SOCKET,
                    help="in-flight requests per UDP socket (1..256); fewer gives more "
                    "source ports, which SO_REUSEPORT spreads over a server's workers")
+    p.add_argument("--tls-ca", type=Path, help="RadSec: the CA that signed the server")
+    p.add_argument("--tls-cert", type=Path, help="RadSec: this client's certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="RadSec: its key (PEM)")
     args = p.parse_args(argv)
 
     try:
@@ -962,10 +1023,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "provision" and not (args.users_out and args.count and args.sms_outbox):
         p.error("--mode provision needs --sms-outbox, --count K and --users-out")
 
+    tls = None
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        if not (args.tls_ca and args.tls_cert and args.tls_key):
+            p.error("RadSec needs --tls-ca, --tls-cert and --tls-key")
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.load_verify_locations(cafile=str(args.tls_ca))
+        tls.load_cert_chain(str(args.tls_cert), str(args.tls_key))
     secret = args.secret.encode()
     common = dict(inflight=args.inflight, duration=args.duration, count=args.count,
                   timeout=args.timeout, warmup=args.warmup, rate=args.rate,
-                  ids_per_socket=args.ids_per_socket)
+                  ids_per_socket=args.ids_per_socket, tls=tls)
     gen: LoadGen
     if args.mode in ("login", "provision"):
         base = args.number_base if args.number_base >= 0 else \

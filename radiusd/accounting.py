@@ -118,6 +118,7 @@ class AccountingPolicy:
         self.store = store
         self.hook: SessionHook = hook or NoHook()
         self.normalise_login = normalise_login
+        self.open_reads = sessions.batched(store)  # PostgreSQL: lost-Stop reads together
 
     def preacct(self, request: Request, now: float) -> AcctRecord | Drop:
         status = request.get("Acct-Status-Type")
@@ -206,7 +207,7 @@ class AccountingPolicy:
         """A Start for a session id that is still open under another login's Class:
         the NAS reused the id (MikroTik after a reboot) and the Stop was lost. Close
         the old session and end its password (Rules §8); the new one starts clean."""
-        old = await sessions.open_session(self.store, r.unique_id)
+        old = await sessions.open_session(self.store, r.unique_id, self.open_reads)
         if old is None or old.class_token == r.class_token:
             return []  # a repeated Start of the same session
         return [sessions.close_lost_stop(r.unique_id),

@@ -32,6 +32,7 @@ from radiusd.admin import (
 from radiusd.cli import UsageError, register
 from radiusd.clock import SystemClock
 from radiusd.config import Config
+from radiusd.handoff import Handoff
 from radiusd.health import Health
 from radiusd.otp import PasswordBook
 from radiusd.radius.coa import SessionTarget
@@ -79,6 +80,10 @@ async def _revoke(config: Config, now: float, reason: str, select: Select,
         by_uid = {s.unique_id: s for s in live}
         ends.kick = lambda target, uid: kicked.append((target, uid, by_uid[uid]))
         await ends.end_sessions(live, now, reason)
+        # A RadSec NAS takes it only over its own connection, which the server holds:
+        # left in the store for it (`radiusd.handoff`).
+        uids = {t: uid for t, uid, _ in kicked}
+        disconnector.handoff = Handoff(store, clock, uids.get)
         out: list[tuple[LiveSession, str]] = []
         results = await asyncio.gather(*(disconnector.disconnect(t, now)
                                           for t, _, _ in kicked))

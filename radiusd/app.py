@@ -45,6 +45,7 @@ from radiusd.workers import PUBLISH_SECONDS, Exchange
 
 if TYPE_CHECKING:
     from radiusd.http.metrics import Figures
+    from radiusd.radius.radsec_listener import RadsecListener
 
 log = logging.getLogger("radiusd")
 
@@ -70,6 +71,8 @@ class Server:
         self.dedup = DuplicateCache(config.server.duplicate_window_seconds)
         self.store: Backend = for_config(config.database, self.health, self.clock)
         self.listeners: list[Listener] = []
+        self.endpoints: dict[Port, Endpoint] = {}  # UDP and RadSec share them
+        self.radsec: RadsecListener | None = None  # RFC 6614, [server] radsec_listen
         self.in_flight = InFlight(config.server.max_in_flight)  # across all listeners
         self.background: list[asyncio.Task[Any]] = []
         self.dispatcher: Dispatcher | None = None
@@ -117,9 +120,13 @@ class Server:
             self._bind("acct", cfg.server.acct_listen)
             for listener in self.listeners:
                 await listener.start()
+            if cfg.server.radsec_listen:
+                await self._bind_radsec(cfg.server.radsec_listen)
         except BaseException:
             for listener in self.listeners:
                 listener.close()
+            if self.radsec is not None:
+                await self.radsec.close()
             await self._stop_background()
             await self.store.close()
             raise
@@ -144,6 +151,12 @@ class Server:
         self.disconnects = DisconnectQueue(self.disconnector, self.session_end.recorded)
         self.session_end.kick = self.session_end.queue_to(self.disconnects)
         self.background.append(asyncio.create_task(self.disconnects.run(), name="coa"))
+        if any(c.radsec for c in self.config.clients):
+            # A RadSec NAS whose connection another worker or node holds (issue 16).
+            from radiusd.handoff import Handoff
+
+            self.disconnector.handoff = Handoff(self.store, self.clock,
+                                                self.session_end.unique_id_of)
 
     def _login_of(self, name: str) -> str:
         """Accounting's User-Name as the login it was at Access-Request (E.164)."""
@@ -200,7 +213,8 @@ class Server:
             self.sms.wake()
 
     def _bind(self, port: Port, addresses: list[str]) -> None:
-        endpoint = Endpoint(port, self.clients, self.dedup, self.codec, self.stats)
+        endpoint = self.endpoints[port] = Endpoint(port, self.clients, self.dedup,
+                                                   self.codec, self.stats)
         assert self.dispatcher is not None
         bound = 0
         errors: list[str] = []
@@ -262,11 +276,18 @@ class Server:
         table.on_latch = self._persist_latch
         venues = Venues(applied)
         routes = routes_from_config(applied.clients)
+        certified = None
+        if self.radsec is not None:  # RFC 6614: its clients by certificate, from the table
+            from radiusd.radius.radsec import CertificateClients
+
+            certified = CertificateClients(applied.clients, table.clients)
         if getattr(self, "sms_routes", None) is not None:
             self.sms_routes.update(applied, venues)  # makes new providers; may refuse
         # The swap: plain assignments, nothing here awaits or fails.
-        for listener in self.listeners:
-            listener.endpoint.clients = table
+        for endpoint in self.endpoints.values():  # UDP and RadSec share them
+            endpoint.clients = table
+        if self.radsec is not None and certified is not None:
+            self.radsec.clients = certified  # new connections; open ones keep theirs
         self.clients = table
         self.auth.config = applied
         self.auth.venues = venues
@@ -304,11 +325,52 @@ class Server:
             log.warning("%s", warning)
         return True
 
+    async def _bind_radsec(self, addresses: list[str]) -> None:
+        """RADIUS over TLS (RFC 6614): the same endpoints and dispatcher as UDP."""
+        from radiusd.radius.radsec import CertificateClients
+        from radiusd.radius.radsec_listener import RadsecListener, open_tcp_socket, tls_context
+
+        assert self.dispatcher is not None
+        clients = CertificateClients(self.config.clients, self.clients.clients)
+        if not clients:
+            log.warning("server.radsec_listen is set but no [[clients]] entry has radsec = "
+                        "true: every RadSec connection will be refused")
+        self.radsec = RadsecListener(self.endpoints, self.dispatcher, self.in_flight,
+                                     self.config.radsec, clients,
+                                     tls_context(self.config.radsec))
+        errors: list[str] = []
+        for listen in addresses:
+            try:
+                sock = open_tcp_socket(listen, reuse_port=self.config.server.workers > 1)
+            except OSError as e:
+                if e.errno in _SKIPPABLE:
+                    errors.append(f"{listen}: {e.strerror}")
+                    continue
+                raise OSError(e.errno, f"cannot listen on {listen} (radsec): "
+                                       f"{e.strerror}") from e
+            await self.radsec.listen(sock)
+        for err in errors:
+            log.warning("not listening on %s", err)
+        if not self.radsec.sockets:
+            raise OSError(f"no radsec address could be bound: {'; '.join(errors)}")
+        if hasattr(self, "disconnector"):  # RFC 6614 §2.5: over the NAS's connection
+            from radiusd.handoff import HandoffSender
+
+            self.disconnector.radsec = self.radsec
+            # ...and what other processes left for the NAS whose connection is here.
+            self.handoffs = HandoffSender(self.store, self.disconnector, self.clock,
+                                          self.radsec.held)
+            self.background.append(asyncio.create_task(self.handoffs.run(),
+                                                       name="radsec-handoffs"))
+
     def _log_startup(self) -> None:
         for listener in self.listeners:
             host, port = listener.address
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             log.info("listening for %s on %s/udp", listener.endpoint.port, shown)
+        for host, port in self.radsec.addresses if self.radsec is not None else ():
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            log.info("listening for radsec on %s/tcp (RADIUS over TLS)", shown)
         for c in self.config.clients:
             addrs = [c.address] if isinstance(c.address, str) else c.address
             log.info("client %s: %s", c.name, ", ".join(addrs))
@@ -356,6 +418,8 @@ class Server:
         await stop_http(getattr(self, "http", None))
         for listener in self.listeners:
             await listener.stop_reading()
+        if self.radsec is not None:
+            await self.radsec.stop_reading()
         await self._stop_background()
         if getattr(self, "sms_routes", None) is not None:
             await self.sms_routes.close()
@@ -367,6 +431,8 @@ class Server:
             await self._flush_venue_figures(once=True)  # the last seconds' counts
         for listener in self.listeners:
             listener.close()
+        if self.radsec is not None:
+            await self.radsec.close()
         if hasattr(self, "disconnector"):
             await self.disconnects.close()
             await self.disconnector.close()

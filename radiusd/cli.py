@@ -117,7 +117,9 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         addrs = [c.address] if isinstance(c.address, str) else c.address
         print(f"  client {c.name}: {', '.join(addrs)} "
               f"(require_message_authenticator={str(c.require_message_authenticator).lower()})")
-        if c.coa == "disconnect":  # RFC 5176, docs/coa.md
+        if c.coa == "disconnect" and c.radsec:  # RFC 6614 §2.5
+            print("    Disconnect-Request over its RadSec connection")
+        elif c.coa == "disconnect":  # RFC 5176, docs/coa.md
             print(f"    Disconnect-Request to {c.coa_address or 'the session NAS-IP-Address'}"
                   f" port {c.coa_port}")
     if config.database.url is not None:
@@ -140,6 +142,30 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  venue {v.name}: {venue_summary(v)}")
     if config.http.listen:
         print(f"  http on {', '.join(config.http.listen)}")
+    return _check_radsec(config, where)
+
+
+def _check_radsec(config: Config, where: str) -> int:
+    """RFC 6614 (docs/radsec.md): the TLS files load, and which clients use it."""
+    for c in config.clients:
+        if c.radsec:
+            known = " and ".join(x for x in (
+                c.certificate_name and f"name {c.certificate_name}",
+                c.certificate_fingerprint and f"sha256 {c.certificate_fingerprint[:16]}...",
+            ) if x)
+            print(f"  client {c.name}: radsec only, certificate {known}")
+    if not config.server.radsec_listen:
+        return 0
+    from radiusd.radius.radsec_listener import tls_context
+
+    try:
+        tls_context(config.radsec)
+    except OSError as e:
+        print(f"{where}: {e}", file=sys.stderr)
+        return 1
+    for a in config.server.radsec_listen:
+        print(f"  would listen for radsec on {a}/tcp (TLS 1.2/1.3, client certificates "
+              f"from {config.radsec.ca_file})")
     return 0
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 DEFAULT_SECRET = "testing123"  # what FreeRADIUS ships for localhost; trials only
+RADSEC_SECRET = "radsec"  # RFC 6614 §2.3: the shared secret over TLS, by default
 # A client's secret: at least this many characters, never a known placeholder (issue 14).
 MIN_SECRET_LENGTH = 16
 PLACEHOLDER_SECRETS = frozenset({"change-me-to-a-long-random-string"})
@@ -81,10 +82,20 @@ class ServerConfig(_Section):
     # Where `serve` writes its process id, for `radiusd reload` (radiusd.reload);
     # empty: none (send SIGHUP yourself). Relative: to the config file's directory.
     pid_file: str = ""
+    # RADIUS over TLS (RFC 6614, docs/radsec.md), e.g. ["0.0.0.0:2083", "[::]:2083"];
+    # empty: off. Needs [radsec] certificate, private_key and ca_file.
+    radsec_listen: list[str] = []
 
     @field_validator("auth_listen", "acct_listen")
     @classmethod
     def _listen_ok(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parse_listen(item)
+        return v
+
+    @field_validator("radsec_listen")
+    @classmethod
+    def _radsec_listen_ok(cls, v: list[str]) -> list[str]:
         for item in v:
             parse_listen(item)
         return v
@@ -120,6 +131,14 @@ class ClientConfig(_Section):
 
     name: str = Field(min_length=1)
     address: str | list[str]
+    # RFC 6614 (docs/radsec.md): this NAS talks RADIUS over TLS only (never over UDP),
+    # identified by its certificate: certificate_name (subject CN, or a subjectAltName
+    # DNS name or IP address) and/or certificate_fingerprint (SHA-256 of the DER
+    # certificate, hex); its source address must still fall in `address`. `secret`
+    # defaults to "radsec" (RFC 6614 §2.3).
+    radsec: bool = False
+    certificate_name: str | None = Field(default=None, min_length=1)
+    certificate_fingerprint: str | None = None
     secret: str = Field(min_length=1)
     require_message_authenticator: Literal["auto"] | bool = "auto"
     # "reject": "Get password" answers Access-Reject with a Reply-Message;
@@ -136,6 +155,44 @@ class ClientConfig(_Section):
     # Mikrotik-Rate-Limit, ChilliSpot-Bandwidth-Max-Up/Down, WISPr-Bandwidth-Max-Up/Down,
     # or none.
     vendor: Literal["mikrotik", "coovachilli", "wispr", "none"] = "none"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _radsec_secret(cls, data: Any) -> Any:
+        """RFC 6614 §2.3: over TLS the shared secret is "radsec" unless configured."""
+        if isinstance(data, dict) and data.get("radsec") is True and "secret" not in data:
+            return {**data, "secret": RADSEC_SECRET}
+        return data
+
+    @field_validator("certificate_fingerprint")
+    @classmethod
+    def _fingerprint_ok(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        text = v.strip().lower()  # also as openssl prints it: "sha256 Fingerprint=AB:.."
+        for prefix in ("sha256 fingerprint=", "sha256:"):
+            text = text.removeprefix(prefix)
+        hexa = text.replace(":", "")
+        if len(hexa) != 64 or any(c not in "0123456789abcdef" for c in hexa):
+            raise ValueError(f"{v!r} is not a SHA-256 fingerprint (64 hex digits, colons "
+                             "allowed); print one with: openssl x509 -noout -fingerprint "
+                             "-sha256 -in nas.pem")
+        return hexa
+
+    @model_validator(mode="after")
+    def _radsec_identity(self) -> ClientConfig:
+        named = self.certificate_name is not None or self.certificate_fingerprint is not None
+        if self.radsec and not named:
+            raise ValueError(f"client {self.name!r}: radsec = true needs certificate_name "
+                             "and/or certificate_fingerprint (how its certificate is known)")
+        if named and not self.radsec:
+            raise ValueError(f"client {self.name!r}: certificate_name and "
+                             "certificate_fingerprint need radsec = true")
+        if self.radsec and ({"coa_address", "coa_port"} & self.model_fields_set):
+            raise ValueError(f"client {self.name!r}: coa_address and coa_port are not used "
+                             "with radsec = true: Disconnect-Requests go over the NAS's own "
+                             "RadSec connection (RFC 6614 §2.5)")
+        return self
 
     @field_validator("coa_address")
     @classmethod
@@ -196,6 +253,8 @@ class ClientConfig(_Section):
         replies and read passwords offline."""
         if len(v.encode()) > 128:
             raise ValueError("a shared secret longer than 128 octets is not interoperable")
+        if info.data.get("radsec"):
+            return v  # RFC 6614 §2.3: TLS protects the packets; "radsec" is the norm
         address, name = info.data.get("address"), info.data.get("name")
         who = f"client {name!r}: " if name else ""
         if v in PLACEHOLDER_SECRETS:
@@ -547,6 +606,20 @@ class VenueConfig(_Section):
             raise ValueError(f"{v!r}: write UP/DOWN in bit/s with k, M or G, "
                              'e.g. "2M/8M"') from None
         return v
+class RadsecConfig(_Section):
+    """RADIUS over TLS (RFC 6614, docs/radsec.md): this server's certificate and key
+    (PEM) and the CA(s) that NAS client certificates are verified against."""
+
+    certificate: str = ""
+    private_key: str = ""
+    ca_file: str = ""
+    # A connection with no packet for this long is closed (RFC 6614 §2.4: NAS keep it
+    # open with Status-Server watchdogs).
+    idle_timeout_seconds: float = Field(default=600.0, gt=0, le=86400)
+    # The TLS handshake must be over within this many seconds of the connection.
+    handshake_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Open RadSec connections per source address (a NAS needs one; a NAT a few).
+    max_connections_per_address: int = Field(default=16, ge=1, le=10_000)
 
 
 def _default_clients() -> list[ClientConfig]:
@@ -563,6 +636,7 @@ class Config(_Section):
     journal: JournalConfig = JournalConfig()
     http: HttpConfig = HttpConfig()
     venues: list[VenueConfig] = []
+    radsec: RadsecConfig = RadsecConfig()
 
     # Where the file was read from (None: embedded defaults). Relative paths written in
     # the file (database.path, otp.key_file, sms.file.path) are relative to its
@@ -584,10 +658,11 @@ class Config(_Section):
                         net.network_address != ipaddress.ip_address(item.split("/")[0]):
                     out.append(f"clients ({c.name}): address {item!r} has host bits set; "
                                f"it trusts the whole network {net}")
-                if str(net) in seen:
+                where = f"radsec {net}" if c.radsec else str(net)  # TLS and UDP apart
+                if where in seen:
                     out.append(f"clients ({c.name}): {net} is also client "
-                               f"{seen[str(net)]!r}; the first one listed answers")
-                seen.setdefault(str(net), c.name)
+                               f"{seen[where]!r}; the first one listed answers")
+                seen.setdefault(where, c.name)
         vendors = {c.name: c.vendor for c in self.clients}
         for v in self.venues:
             silent = [name for name in v.clients if vendors.get(name) == "none"]
@@ -595,6 +670,9 @@ class Config(_Section):
                 out.append(f"venues ({v.name}): rate_limit {v.rate_limit!r} is not sent to "
                            f"client {', '.join(silent)}: set its vendor = \"mikrotik\", "
                            "\"coovachilli\" or \"wispr\"")
+        if not self.server.radsec_listen:
+            out += [f"clients ({c.name}): radsec = true, but server.radsec_listen is empty: "
+                    "it cannot connect" for c in self.clients if c.radsec]
         from radiusd.sealing import key_warnings  # sealing imports this module
 
         out += key_warnings(self.otp, self.database.path)
@@ -607,6 +685,18 @@ class Config(_Section):
                 f"server.workers = {self.server.workers} needs [database] url (PostgreSQL): "
                 "several processes share nothing but the database, and SQLite takes "
                 "writes from one process at a time; keep workers = 1 with a SQLite path")
+        return self
+
+    @model_validator(mode="after")
+    def _radsec_files(self) -> Config:
+        """RFC 6614 §2.2: mutual authentication, so a listener needs all three files."""
+        if self.server.radsec_listen:
+            missing = [k for k in ("certificate", "private_key", "ca_file")
+                       if not getattr(self.radsec, k)]
+            if missing:
+                raise ValueError(f"server.radsec_listen needs [radsec] {', '.join(missing)} "
+                                 "(PEM files: this server's certificate and key, and the CA "
+                                 "that signs the NAS certificates; docs/radsec.md)")
         return self
 
     @model_validator(mode="after")
@@ -772,6 +862,7 @@ def _beside(config: Config, base: Path) -> Config:
     # Only what the file says: a key left out keeps its default, relative to the working
     # directory as with the embedded defaults (the Docker image's /data).
     database, otp, sms, server = config.database, config.otp, config.sms, config.server
+    radsec = config.radsec
     if database.url is None and "path" in database.model_fields_set:
         database = database.model_copy(update={"path": at(database.path)})
     if "key_file" in otp.model_fields_set:
@@ -787,5 +878,7 @@ def _beside(config: Config, base: Path) -> Config:
             for name, p in sms.providers.items()}})
     if server.pid_file:
         server = server.model_copy(update={"pid_file": at(server.pid_file)})
+    radsec = radsec.model_copy(update={k: at(getattr(radsec, k)) for k in (
+        "certificate", "private_key", "ca_file") if k in radsec.model_fields_set})
     return config.model_copy(update={"database": database, "otp": otp, "sms": sms,
-                                     "server": server})
+                                     "server": server, "radsec": radsec})

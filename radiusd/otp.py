@@ -107,10 +107,15 @@ class PasswordBook:
         self.quick = QuickReads(store)  # the login's reads, without a thread hop
         self.together = stored.batched(store)  # ...or many in one statement (PostgreSQL)
         self._spent: set[tuple[str, str]] = set()  # (venue, day) budgets logged as spent
+        self.blocked_reads = blocked.batched(store)
 
     def close(self) -> None:
         """Close the loop-thread read connection (server stop)."""
         self.quick.close()
+
+    async def blocked(self, login: str) -> str | None:
+        """Why the number is blocked (issue 13), or None: per press and per login."""
+        return await blocked.reason_of(self.store, login, self.quick, self.blocked_reads)
 
     def password(self, r: stored.PasswordRow, *, open_code: bool = True) -> Password | None:
         """A row as a `Password`; None when its code does not open with our key."""
@@ -146,7 +151,7 @@ class PasswordBook:
         database first: of concurrent presses for one number, on any nodes, one wins.
         ``venue`` (radiusd.venues): its limits, SMS text and route, and its daily SMS
         budget, reserved as the guard of that same transaction (`store.budgets`)."""
-        if await blocked.reason_of(self.store, login, self.quick) is not None:
+        if await self.blocked(login) is not None:
             return Refused("number_blocked")  # issue 13: no password, no SMS
         cfg = venue.otp if venue is not None else self.cfg
         keys = self.limits.keys(login, device, nas, venue.limits_key if venue else "")
@@ -241,7 +246,7 @@ class PasswordBook:
         cfg = self.cfg  # one config for the whole check, whatever a reload does meanwhile
         lifetime = cfg.max_lifetime_seconds
         live = await self.live(login)
-        if live and await blocked.reason_of(self.store, login, self.quick) is not None:
+        if live and await self.blocked(login) is not None:
             # Blocked while a password was live (`numbers block` expires them; this
             # covers the moment between): no login (issue 13).
             return Checked(None, "number_blocked")

@@ -8,8 +8,8 @@ a running server read its config file again.
   no await between, so a request reads the old settings or the new ones, never a
   mix; requests in flight finish with what they began with, and none is dropped.
 - What a running process cannot change in place (its sockets, its database, the
-  HTTP listener, the sealing key, the reaper's and the default SMS provider's
-  settings) is kept as it runs; the log names each such key, "takes effect after a
+  HTTP listener, RadSec's certificates, the sealing key, the reaper's and the default
+  SMS provider's settings) is kept as it runs; the log names each such key, "takes effect after a
   restart" (`needs_restart`).
 - An invalid file changes nothing: each problem is logged in `check-config`'s words
   and the server goes on with the config it has.
@@ -37,7 +37,8 @@ def needs_restart(running: Config, new: Config) -> list[str]:
     """The keys that differ between the running config and ``new`` and that a reload
     does not apply, e.g. ["server.auth_listen", "sms.provider"]."""
     out: list[str] = []
-    for section in ("server", "database", "accounting", "journal", "http", "sms", "otp"):
+    for section in ("server", "database", "accounting", "journal", "http", "radsec", "sms",
+                    "otp"):
         old_part = getattr(running, section).model_dump()
         new_part = getattr(new, section).model_dump()
         for key in sorted(set(old_part) | set(new_part)):
@@ -59,7 +60,8 @@ def kept_running(running: Config, new: Config) -> Config:
     return new.model_copy(update={
         "server": running.server, "database": running.database,
         "accounting": running.accounting, "journal": running.journal,
-        "http": running.http, "sms": sms, "otp": otp, "found_by": running.found_by})
+        "http": running.http, "radsec": running.radsec, "sms": sms, "otp": otp,
+        "found_by": running.found_by})
 
 
 def write_pid_file(path: str) -> None:

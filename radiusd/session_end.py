@@ -91,19 +91,21 @@ class SessionEnd:
         self.no_accounting: Counter[str] = Counter()
         self._pending: dict[SessionTarget, str] = {}  # queued target -> unique_id
         self._clock: Clock = SystemClock()  # the queue's (`queue_to`)
+        self.by_class = passwords.batched_by_class(self.store)  # PostgreSQL: together
 
     async def password_of(self, class_token: str | None, login: str | None,
                           device: str | None) -> Password | None:
         """The live password a session runs on: the one its Class names, else the
         login's on that device (a NAS that does not echo Class, RFC 2865 §5.25)."""
         if class_token:
-            row = await passwords.by_class(self.store, class_token)
+            row = await passwords.by_class(self.store, class_token, self.by_class)
             if row is not None or class_token.startswith(CLASS_PREFIX):
                 # Our Class names exactly one login: if it is dead, so is this session;
                 # never fall back to another live password of the same user.
                 return None if row is None else self.book.password(row, open_code=False)
         if login:
-            for row in await passwords.live_of(self.store, login):
+            for row in await passwords.live_of(self.store, login, self.book.quick,
+                                               self.book.together):
                 if row.state == "active" and (device is None or row.device == device):
                     return self.book.password(row, open_code=False)
         return None
@@ -186,6 +188,10 @@ class SessionEnd:
             if not queue.put(target):
                 self._pending.pop(target, None)
         return kick
+
+    def unique_id_of(self, target: SessionTarget) -> str | None:
+        """The session a queued target is about (`radiusd.handoff`)."""
+        return self._pending.get(target)
 
     async def recorded(self, result: DisconnectResult) -> None:
         """The queue's `record`: what the NAS answered, on the session row."""

@@ -98,3 +98,70 @@ async def test_postgresql_login_reads_together_equal_reads_one_by_one(pg_url: st
         assert any(batched) and not batched[4]  # +77010000004 has none
     finally:
         await store.close()
+
+
+@pytest.mark.usefixtures("pg_url")
+async def test_postgresql_accounting_reads_together_equal_reads_one_by_one(
+        pg_url: str) -> None:
+    """The Starts' lost-Stop reads (`sessions.batched`) and the Stops' reads by Class
+    (`passwords.batched_by_class`): the same rows as one statement each."""
+    from radiusd.store import sessions
+    from radiusd.store.postgres import PgStore
+
+    store = PgStore(pg_url, pool_size=3)
+    await store.open()
+    try:
+        ops = []
+        for i in range(1, 9):
+            ops.append(passwords.insert(
+                id=i, login=f"+7701000000{i}", kind="phone", state="issued", secret=b"x",
+                language="ru", issued_at=float(i), unclaimed_until=300.0,
+                request_device=None, request_nas=None, journal_id=None))
+            ops.append(passwords.claim(id=i, device="d", nas="nas", nas_address="10.0.0.1",
+                                       class_token=f"rd1.c{i}", max_attempts=5, now=1.0,
+                                       born_after=0.0))
+            ops.append(sessions.record(
+                unique_id=f"u{i}", login=f"+7701000000{i}", device="d", nas="nas",
+                nas_address="10.0.0.1", acct_session_id=f"s{i}", framed_ip=None,
+                started_at=1.0, updated_at=1.0, stopped_at=2.0 if i % 3 == 0 else None,
+                session_time=0, input_octets=0, output_octets=0, input_packets=0,
+                output_packets=0, terminate_cause=None, class_token=f"rd1.c{i}"))
+        await store.write(ops)
+        await store.write([passwords.expire_by_class("rd1.c2", 3.0, "stop")])
+        open_reads, class_reads = sessions.batched(store), passwords.batched_by_class(store)
+        assert open_reads is not None and class_reads is not None
+        ids = [f"u{i}" for i in range(1, 11)] * 2
+        together = await asyncio.gather(*(sessions.open_session(store, u, open_reads)
+                                          for u in ids))
+        alone = [await sessions.open_session(store, u) for u in ids]
+        assert together == alone
+        assert sum(s is not None for s in alone) == 2 * 6  # u3, u6 stopped; u9, u10 none
+        tokens = [f"rd1.c{i}" for i in range(1, 11)] * 2
+        together_pw = await asyncio.gather(*(passwords.by_class(store, t, class_reads)
+                                             for t in tokens))
+        alone_pw = [await passwords.by_class(store, t) for t in tokens]
+        assert together_pw == alone_pw
+        assert sum(p is not None for p in alone_pw) == 2 * 7  # c2 expired; c9, c10 none
+    finally:
+        await store.close()
+
+
+@pytest.mark.usefixtures("pg_url")
+async def test_postgresql_blocked_checks_together_equal_checks_one_by_one(pg_url: str) -> None:
+    from radiusd.store import blocked
+    from radiusd.store.postgres import PgStore
+
+    store = PgStore(pg_url, pool_size=3)
+    await store.open()
+    try:
+        await store.write([blocked.block("+77010000001", 1.0, "abuse", "admin"),
+                           blocked.block("+77010000003", 1.0, "", "admin")])
+        together = blocked.batched(store)
+        assert together is not None
+        logins = [f"+7701000000{i}" for i in range(5)] * 2
+        batched = await asyncio.gather(*(blocked.reason_of(store, x, None, together)
+                                         for x in logins))
+        alone = [await blocked.reason_of(store, x) for x in logins]
+        assert batched == alone == [None, "abuse", None, "", None] * 2
+    finally:
+        await store.close()

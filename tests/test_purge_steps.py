@@ -14,6 +14,7 @@ import pytest
 
 from radiusd import journal, retention
 from radiusd.journal import Person
+from radiusd.store import retention as kept_retention
 from radiusd.store.backend import SyncConnection
 from radiusd.store.sqlite import connect_sync
 
@@ -244,3 +245,64 @@ def test_after_each_step_the_server_gets_three_times_as_long(conn: sqlite3.Conne
     # Each step held the lock one reading (20 ms) and checkpointed one more: 40 ms
     # busy, so 120 ms left to the server (more than the 50 ms floor).
     assert slept and all(s == pytest.approx(0.12) for s in slept)
+
+
+async def test_the_servers_writer_tries_for_a_held_lock_every_half_millisecond(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 item 5: while another process holds the write lock (a purge step), the
+    server's group commit tries again every `LOCK_POLL_SECONDS`, not with SQLite's busy
+    handler (1, 2, 5, 10... ms sleeps), and commits as soon as it is free."""
+    from radiusd.store import sqlite as sqlite_store
+    from radiusd.store.sqlite import Store
+
+    path = str(tmp_path / "db")
+    store = Store(path)
+    await store.open()
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # in the store's writer thread
+        slept.append(seconds)
+        if len(slept) == 5:
+            holder.execute("COMMIT")  # the step ends
+
+    monkeypatch.setattr(sqlite_store, "_sleep", sleep)
+    try:
+        await store.write([("CREATE TABLE t (n INTEGER)", ())])
+        holder.execute("BEGIN IMMEDIATE")
+        await store.write([("INSERT INTO t (n) VALUES (1)", ())])
+        assert slept == [sqlite_store.LOCK_POLL_SECONDS] * 5
+        assert [tuple(r) for r in await store.fetchall("SELECT n FROM t")] == [(1,)]
+        (busy,) = await store.run([("PRAGMA busy_timeout", ())])
+        assert [tuple(r) for r in busy] == [(int(sqlite_store.WRITER_BUSY_SECONDS * 1000),)]
+    finally:
+        holder.close()
+        await store.close()
+
+
+def test_steps_hold_the_lock_for_less_while_a_server_writes(db_path: Path) -> None:
+    """Issue 18 item 5: when another connection (a server) committed since the last
+    step, the next one aims at `TARGET_LIVE` and may be as small as `FEWEST_LIVE`; when
+    none did, back to `TARGET`. A step's size follows what it is aiming at."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    server = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        watch = kept_retention.WriteWatch(conn)
+        assert not watch.others_wrote()
+        server.execute("CREATE TABLE served (n INTEGER)")
+        assert watch.others_wrote()
+        assert not watch.others_wrote()  # nothing since
+        conn.execute("INSERT INTO served (n) VALUES (1)")
+        assert not watch.others_wrote()  # our own commits do not count
+    finally:
+        server.close()
+        conn.close()
+    pace = retention.Pace(most=2000, target=retention.TARGET)
+    pace.server_writes(True)
+    assert (pace.target, pace.fewest) == (retention.TARGET_LIVE, retention.FEWEST_LIVE)
+    for _ in range(40):
+        pace.took(1.0, full=True)
+    assert pace.rows == retention.FEWEST_LIVE
+    pace.server_writes(False)
+    assert (pace.target, pace.fewest, pace.rows) == (retention.TARGET, retention.FEWEST,
+                                                     retention.FEWEST)

@@ -205,6 +205,9 @@ def instrument(server: Any) -> RadiusTimer | None:
     for listener in server.listeners:
         if listener.handler is timer.inner:
             listener.handler = timer
+    radsec = getattr(server, "radsec", None)  # RFC 6614: the same dispatcher over TLS
+    if radsec is not None and radsec.handler is timer.inner:
+        radsec.handler = timer
     server.radius_timer = timer
     return timer
 

@@ -233,6 +233,13 @@ def render(stats_counts: Counter[str], stats_dropped: Counter[str],
                      "Retransmissions answered from the duplicate cache (RFC 5080).")
     lines += _samples("radiusd_radius_duplicates_resent_total",
                       [({}, stats_counts.get("duplicate.resent", 0))])
+    radsec = sorted((k.removeprefix("radsec."), v) for k, v in stats_counts.items()
+                    if k.startswith("radsec."))
+    if radsec:  # RFC 6614 (docs/radsec.md); refusals are in radiusd_radius_dropped_total
+        lines += _family("radiusd_radsec_connections_total", "counter",
+                         "RadSec connections: accepted, and why the server ended them.")
+        lines += _samples("radiusd_radsec_connections_total",
+                          (({"event": e}, v) for e, v in radsec))
     if timer is not None:
         lines += _family("radiusd_radius_requests_total", "counter",
                          "RADIUS requests processed, by port, client (NAS) and answer.")

@@ -73,6 +73,8 @@ class ClientTable:
                 vendor=c.vendor,
             )
             self.clients.append(client)
+            if c.radsec:
+                continue  # RFC 6614: TLS only, found by certificate (radius/radsec.py)
             for net in c.networks():
                 # The first entry listed for a network answers (Config.warnings says so).
                 by_length[net.version].setdefault(net.prefixlen, {}).setdefault(

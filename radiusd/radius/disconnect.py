@@ -6,6 +6,9 @@
   it ended (`DisconnectResult`): ACK, NAK with its Error-Cause, timeout, or "off".
 - `DisconnectQueue` is what session-end code hands targets to without waiting: a
   worker sends them and passes each result to a `record` callback.
+- For a `radsec = true` client the request goes over the NAS's open RadSec connection
+  instead (RFC 6614 §2.5), through `StreamRequests` (the RadSec listener): no UDP,
+  no retransmission (TCP delivers it), an answer awaited for `Backoff.duration`.
 
 One UDP socket per address family, opened on first use from an ephemeral port. NAK
 and timeout are logged at most once a minute per NAS (`LogThrottle`); ACK at debug.
@@ -20,7 +23,7 @@ import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, Protocol, cast
 
 from radiusd.clock import Clock
 from radiusd.config import ClientConfig
@@ -40,7 +43,7 @@ from radiusd.throttle import LogThrottle
 
 log = logging.getLogger("radiusd.coa")
 
-Result = Literal["ack", "nak", "timeout", "queue_full", "off"]
+Result = Literal["ack", "nak", "timeout", "queue_full", "off", "handed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,13 @@ class CoaRoute:
     address: str | None
     port: int
     secret: bytes
+    radsec: bool = False  # over the NAS's RadSec connection (RFC 6614 §2.5), not UDP
 
     @classmethod
     def from_config(cls, c: ClientConfig) -> CoaRoute:
         secret = c.coa_secret if c.coa_secret is not None else c.secret
-        return cls(c.coa == "disconnect", c.coa_address, c.coa_port, secret.encode())
+        return cls(c.coa == "disconnect", c.coa_address, c.coa_port, secret.encode(),
+                   c.radsec)
 
     def destination(self, target: SessionTarget) -> Address:
         """`coa_address`, else the session's NAS-IP-Address, else the address its
@@ -98,6 +103,12 @@ class DisconnectResult:
         """One line for logs and the session record."""
         where = f"{self.destination[0]} port {self.destination[1]}" \
             if self.destination else "no NAS"
+        if self.outcome == "handed":
+            return (f"handed over: the radiusd holding client {self.target.client!r}'s "
+                    "RadSec connection sends it and records the answer here")
+        if self.outcome == "timeout" and not self.attempts:
+            return (f"not sent: no RadSec connection from client {self.target.client!r} "
+                    "is open")
         tries = f"{self.attempts} {'try' if self.attempts == 1 else 'tries'}"
         cause = f" Error-Cause {self.error_cause} {self.error_cause_name}" \
             if self.error_cause is not None else ""
@@ -111,6 +122,15 @@ class DisconnectResult:
         if self.outcome == "queue_full":
             return f"not sent to {where}: too many Disconnect-Requests waiting"
         return f'not sent: coa is "off" for client {self.target.client!r}'
+
+
+class StreamRequests(Protocol):
+    """Where requests to RadSec clients go: their open connections (RFC 6614 §2.5)."""
+
+    def holds(self, client: str) -> bool: ...
+
+    async def request(self, client: str, code: int, attributes: list[tuple[int, bytes]],
+                      secret: bytes, timeout: float) -> Done: ...
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -158,21 +178,37 @@ class Disconnector:
         self._waiters: dict[tuple[int, int], asyncio.Future[Done]] = {}
         self.throttle = LogThrottle(interval=60.0)
         self.results: Counter[str] = Counter()
+        self.radsec: StreamRequests | None = None  # set when RadSec is served
+        # A RadSec NAS whose connection another process holds: leave it for that one
+        # (`radiusd.handoff`); True when left.
+        self.handoff: Callable[[SessionTarget], Awaitable[bool]] | None = None
+        self._stream_counters: Counter[str] = Counter()
 
-    async def disconnect(self, target: SessionTarget, now: float) -> DisconnectResult:
+    async def disconnect(self, target: SessionTarget, now: float, *,
+                         hand_off: bool = True) -> DisconnectResult:
         """RFC 5176 §3: end ``target`` on its NAS; ``now`` (Unix seconds) is the
         Event-Timestamp. Returns once ACKed, NAKed or timed out (bounded by
-        `Backoff.duration`); never raises for what the network does."""
+        `Backoff.duration`); never raises for what the network does. A RadSec NAS
+        whose connection this process does not hold is handed over (`handoff`,
+        unless ``hand_off`` is False): "handed", sent by the process that holds it."""
         route = self.routes.get(target.client)
         if route is None or not route.enabled:
             self.results["off"] += 1
             return DisconnectResult(target, "off")
-        destination = route.destination(target)
+        if route.radsec and hand_off and self.handoff is not None and \
+                (self.radsec is None or not self.radsec.holds(target.client)) and \
+                await self.handoff(target):
+            self.results["handed"] += 1
+            return DisconnectResult(target, "handed")
         attributes = session_attributes(target, now, self.codec)
-        done = await self.request(destination, Code.DISCONNECT_REQUEST, attributes,
-                                  route.secret)
-        result = DisconnectResult(target, done.outcome, done.destination, done.error_cause,
-                                  done.attempts, done.elapsed)
+        if route.radsec:
+            done = await self._over_radsec(target.client, attributes, route.secret)
+        else:
+            done = await self.request(route.destination(target), Code.DISCONNECT_REQUEST,
+                                      attributes, route.secret)
+        where = done.destination if done.destination[0] else None
+        result = DisconnectResult(target, done.outcome, where,
+                                  done.error_cause, done.attempts, done.elapsed)
         self._log(result)
         return result
 
@@ -191,6 +227,19 @@ class Disconnector:
             return await future
         finally:
             self._waiters.pop(key, None)
+
+    async def _over_radsec(self, client: str, attributes: list[tuple[int, bytes]],
+                           secret: bytes) -> Done:
+        """RFC 6614 §2.5: over the client's own TLS connection, once (TCP retransmits)."""
+        if self.radsec is None:
+            done = Done(0, "timeout", ("", 0))
+        else:
+            done = await self.radsec.request(client, Code.DISCONNECT_REQUEST, attributes,
+                                             secret, self.backoff.duration)
+        self.results[done.outcome] += 1
+        self._stream_counters["requests"] += bool(done.attempts)
+        self._stream_counters[done.outcome] += 1
+        return done
 
     def flush(self, sock: _Socket) -> None:
         """Send what the client produced, wake the waiters of what ended, re-arm."""
@@ -249,6 +298,7 @@ class Disconnector:
         for sock in self._sockets.values():
             totals.update(sock.client.counters)
             forged.update(sock.client.forged)
+        totals.update(self._stream_counters)
         return {"counters": totals, "forged": forged}
 
     def samples(self) -> list[tuple[str, dict[str, str], int]]:

@@ -118,15 +118,19 @@ class Endpoint:
         self.stats.count(f"{self.port}.received", n)
         self.stats.dropped[reason] += n
 
-    def receive(self, data: bytes, source: tuple[str, int], now: float) -> Action:
-        """Decide about one datagram. ``now`` is monotonic seconds (duplicate window)."""
+    def receive(self, data: bytes, source: tuple[str, int], now: float,
+                client: Client | None = None) -> Action:
+        """Decide about one datagram. ``now`` is monotonic seconds (duplicate window).
+        ``client``: already known (RadSec: by its certificate, RFC 6614 §2.3);
+        otherwise found by the source address."""
         self.stats.count(f"{self.port}.received")
         try:
             packet = parse(data)
         except Malformed as e:
             return self._drop(f"malformed.{e.reason}")
         host = source[0]
-        client = self.clients.find(host)
+        if client is None:
+            client = self.clients.find(host)
         if client is None:
             self._log_unknown(host, now)
             return self._drop("unknown_client")

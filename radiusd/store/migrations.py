@@ -360,7 +360,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE limit_counts_sharded RENAME TO limit_counts;
     CREATE INDEX limit_counts_bucket ON limit_counts(bucket);
     """,
-    # 12: venues (issue 15). An SMS remembers the venue whose provider, sender and text
+    # 12: Disconnect-Requests for a RadSec NAS, handed to the process that holds its
+    # connection (issue 16, `store/handoffs.py`): only what waits, a few rows.
+    # portable: run as-is on PostgreSQL too
+    """
+    CREATE TABLE disconnect_handoffs (
+        unique_id   TEXT PRIMARY KEY,
+        client      TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        queued_at   DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX disconnect_handoffs_queued ON disconnect_handoffs(queued_at);
+    """,
+    # 13: venues (issue 15). An SMS remembers the venue whose provider, sender and text
     # it takes (NULL: the top-level [sms]); a venue's `sms_daily_budget` is one row per
     # venue and calendar day, reserved by the press's own transaction
     # (`store.budgets.reserve`); what each venue did per day (`store.venue_days`, for

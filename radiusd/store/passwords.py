@@ -41,6 +41,8 @@ _NEWEST_OF = ("SELECT code_tag, secret, state, expire_reason FROM passwords "
 _TAG_LIVE = "SELECT 1 FROM passwords WHERE code_tag = ? AND state != 'expired' LIMIT 1"
 _BY_CLASS = (f"SELECT {_COLUMNS} FROM passwords "
              "WHERE class_token = ? AND state != 'expired'")
+_BY_CLASS_ANY = (f"SELECT {_COLUMNS} FROM passwords "
+                 "WHERE class_token = ANY(?) AND state != 'expired'")
 _ACTIVE_AT_NAS = (f"SELECT {_COLUMNS} FROM passwords WHERE state != 'expired' "
                   "AND state = 'active' AND nas = ? AND nas_address = ?")
 _DYING = (f"SELECT {_COLUMNS} FROM passwords "
@@ -157,9 +159,22 @@ async def tag_live(db: Backend, code_tag: str) -> bool:
     return await db.fetchone(_TAG_LIVE, (code_tag,)) is not None
 
 
-async def by_class(db: Backend, class_token: str) -> PasswordRow | None:
-    """The live password our Class value names (Rules §8)."""
-    r = await db.fetchone(_BY_CLASS, (class_token,))
+def batched_by_class(db: Backend) -> PointReads | None:
+    """PostgreSQL: the Stops' reads by Class made together (`PointReads`)."""
+    from radiusd.store.postgres import PgStore
+
+    return PointReads(db, _BY_CLASS_ANY, key_index=12) if isinstance(db, PgStore) else None
+
+
+async def by_class(db: Backend, class_token: str,
+                   together: PointReads | None = None) -> PasswordRow | None:
+    """The live password our Class value names (Rules §8); in a batch with other
+    requests' through ``together`` on PostgreSQL."""
+    if together is not None:
+        rows = await together.get(class_token)
+        r = rows[0] if rows else None
+    else:
+        r = await db.fetchone(_BY_CLASS, (class_token,))
     return None if r is None else _row(r)
 
 
@@ -310,6 +325,7 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
 # Run on PostgreSQL only (tests/test_query_plans.py asserts them there).
 PG_HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("passwords.live_of_any", _LIVE_OF_ANY, (["+77010000000", "+77010000001"],)),
+    ("passwords.by_class_any", _BY_CLASS_ANY, (["rd1.x", "rd1.y"],)),
 ]
 
 

@@ -138,6 +138,27 @@ def sweep_step(conn: SyncConnection, table: str, params: tuple[float, ...], limi
     return len(rows), key
 
 
+class WriteWatch:
+    """Whether another connection (a running server) committed to the SQLite file since
+    the last look (`PRAGMA data_version` changed). Never on PostgreSQL: its steps lock
+    only the old rows they delete, never another writer."""
+
+    def __init__(self, conn: SyncConnection) -> None:
+        self.conn = conn
+        self.version = self._version()
+
+    def _version(self) -> int | None:
+        if not isinstance(self.conn, sqlite3.Connection):
+            return None
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def others_wrote(self) -> bool:
+        version = self._version()
+        changed = version != self.version
+        self.version = version
+        return changed
+
+
 def checkpoint_step(conn: SyncConnection) -> None:
     """A step's pages into the database now, by us: the server's own checkpoint
     (after one of its commits) then finds little to copy. PASSIVE never blocks.

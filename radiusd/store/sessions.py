@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op, SyncConnection
+from radiusd.store.backend import Backend, Op, PointReads, SyncConnection
 
 _RECORD = """
 INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
@@ -65,6 +65,9 @@ WHERE nas = ? AND nas_address = ? AND stopped_at IS NULL
 """
 _OPEN = ("SELECT unique_id, class_token, login, device FROM sessions "
          "WHERE unique_id = ? AND stopped_at IS NULL")
+# The same for many Starts at once (PostgreSQL only: `= ANY` of an array; `batched`).
+_OPEN_ANY = ("SELECT unique_id, class_token, login, device FROM sessions "
+             "WHERE unique_id = ANY(?) AND stopped_at IS NULL")
 # Along `sessions_stale` (open sessions by last update, migration 5).
 _STALE = ("SELECT unique_id, class_token, login, device FROM sessions "
           "WHERE stopped_at IS NULL AND updated_at < ?")
@@ -132,9 +135,23 @@ def close_nas(nas: str, nas_address: str, at: float, now: float, cause: str) -> 
     return (_CLOSE_NAS, (at, now, cause, nas, nas_address))
 
 
-async def open_session(db: Backend, unique_id: str) -> OpenSession | None:
-    """The open session with this id, if any (the lost-Stop check of a Start)."""
-    r = await db.fetchone(_OPEN, (unique_id,))
+def batched(db: Backend) -> PointReads | None:
+    """PostgreSQL: the Starts' lost-Stop reads made together (`PointReads`), one
+    statement per batch instead of a round trip each. None for SQLite."""
+    from radiusd.store.postgres import PgStore
+
+    return PointReads(db, _OPEN_ANY, key_index=0) if isinstance(db, PgStore) else None
+
+
+async def open_session(db: Backend, unique_id: str,
+                       together: PointReads | None = None) -> OpenSession | None:
+    """The open session with this id, if any (the lost-Stop check of a Start); in a
+    batch with other Starts' through ``together`` on PostgreSQL."""
+    if together is not None:
+        rows = await together.get(unique_id)
+        r = rows[0] if rows else None
+    else:
+        r = await db.fetchone(_OPEN, (unique_id,))
     return None if r is None else OpenSession(r[0], r[1], r[2], r[3])
 
 
@@ -269,6 +286,10 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("sessions.revoke_by_id", _REVOKE_BY_ID, (0.0, "Admin-Reset", 1)),
     ("sessions.live_at_nas", _LIVE_AT_NAS, ("nas",)),
     ("sessions.record_disconnect", _RECORD_DISCONNECT, (0.0, "ack", None, "x", "u")),
+]
+# Run on PostgreSQL only (tests/test_query_plans.py asserts them there).
+PG_HOT: list[tuple[str, str, tuple[Any, ...]]] = [
+    ("sessions.open_any", _OPEN_ANY, (["u", "v"],)),
 ]
 
 

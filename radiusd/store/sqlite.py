@@ -82,6 +82,8 @@ Op = tuple[str, Any]  # (sql, parameters)
 PROBE_SECONDS = 2.0  # while failing and idle: how often a probe write tries again
 WRITER_BUSY_SECONDS = 5.0  # "database is locked" after this: a NAS has given up by then
 READER_BUSY_SECONDS = 30.0
+LOCK_POLL_SECONDS = 0.0005  # the writer's try for the write lock another process holds
+_sleep = time.sleep  # between those tries (a test counts them)
 READERS = 3  # read connections; slow reads may hold all but one (module docstring)
 WAL_LIMIT = 16 * 1024 * 1024  # bytes: journal_size_limit, and when to checkpoint idle
 CHECKPOINT_BUSY_MS = 10  # how long a TRUNCATE checkpoint waits for readers to finish
@@ -786,7 +788,7 @@ class Store:
         conn = self._writer
         assert conn is not None
         out: list[list[list[Any]] | None] = []
-        conn.execute("BEGIN IMMEDIATE")
+        _begin(conn)
         try:
             plain: list[Op] = []
             for p in batch:
@@ -837,6 +839,27 @@ class Store:
         if (st.st_dev, st.st_ino) != self._file:
             raise DatabaseGone("the database file was replaced while radiusd runs: writes go "
                                "to the old file; restart radiusd")
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, trying for the write lock every `LOCK_POLL_SECONDS` while
+    another process holds it (`radiusd purge`'s steps, `radiusd journal`), for up to
+    `WRITER_BUSY_SECONDS`. SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25...
+    ms between tries, so a batch behind a 10 ms step waited up to 18 ms, and longer
+    each time it lost the race again (issue 18 item 5: requests' p99 during a purge)."""
+    deadline = time.monotonic() + WRITER_BUSY_SECONDS
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            _sleep(LOCK_POLL_SECONDS)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(WRITER_BUSY_SECONDS * 1000)}")
 
 
 def _executemany(conn: sqlite3.Connection, ops: list[Op]) -> None:
