@@ -287,7 +287,15 @@ class Server:
         for endpoint in self.endpoints.values():  # UDP and RadSec share them
             endpoint.clients = table
         if self.radsec is not None and certified is not None:
-            self.radsec.clients = certified  # new connections; open ones keep theirs
+            self.radsec.clients = certified  # new connections' certificates
+            by_name = {c.name: c for c in table.clients}
+            for conn in list(self.radsec.connections):  # open ones: the new entry, or shut
+                if conn.client is None:
+                    continue
+                if conn.client.name in by_name:
+                    conn.client = by_name[conn.client.name]
+                else:
+                    conn.close()  # its [[clients]] entry was removed
         self.clients = table
         self.auth.config = applied
         self.auth.venues = venues

@@ -289,3 +289,30 @@ def test_the_workers_parent_passes_sighup_to_every_worker() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_radsec_client_removed_by_a_reload_loses_its_connection(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """RFC 6614: a RadSec NAS's connection outlives a reload that keeps its entry, and
+    ends with a reload that removes it (its certificate no longer names a client)."""
+    from tests.radsec_support import (
+        RadsecNas,
+        address,
+        client_context,
+        make_pki,
+        radsec_config,
+        radsec_server,
+    )
+
+    pki = make_pki(tmp_path_factory.mktemp("pki"))
+    config = radsec_config(tmp_path, pki)
+    async with radsec_server(config) as server:
+        nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
+        assert (await nas.send(nas.status_server())).code == ACCEPT
+        assert server.reload(config) == []  # the same file: the connection goes on
+        assert (await nas.send(nas.status_server())).code == ACCEPT
+        without = config.model_copy(update={"clients": [c.model_copy(update={
+            "name": "nas2", "certificate_name": "nas2.example"}) for c in config.clients]})
+        assert server.reload(without) == []
+        assert await nas.closed_by_server()
+        await nas.close()
