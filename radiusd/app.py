@@ -13,8 +13,10 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
@@ -216,25 +218,33 @@ class Server:
         endpoint = self.endpoints[port] = Endpoint(port, self.clients, self.dedup,
                                                    self.codec, self.stats)
         assert self.dispatcher is not None
-        bound = 0
-        errors: list[str] = []
-        for listen in addresses:
-            try:
-                sock = open_socket(listen, reuse_port=self.config.server.workers > 1)
-            except OSError as e:
-                if e.errno in _SKIPPABLE:
-                    errors.append(f"{listen}: {e.strerror}")
-                    continue
-                raise OSError(e.errno, f"cannot listen on {listen} ({port}): {e.strerror}") from e
+        for sock in self._sockets(addresses, port, open_socket):
             self.listeners.append(
                 Listener(endpoint, self.dispatcher, sock, self.in_flight,
                          self.config.server.max_queue_ms / 1000)
             )
-            bound += 1
+
+    def _sockets(self, addresses: list[str], what: str,
+                 opener: Callable[..., socket.socket]) -> list[socket.socket]:
+        """One socket per address (shared with the other workers' by SO_REUSEPORT); an
+        address family this host lacks is skipped with a warning, any other failure
+        stops the start naming the address; none at all stops it too."""
+        socks: list[socket.socket] = []
+        errors: list[str] = []
+        for listen in addresses:
+            try:
+                socks.append(opener(listen, reuse_port=self.config.server.workers > 1))
+            except OSError as e:
+                if e.errno in _SKIPPABLE:
+                    errors.append(f"{listen}: {e.strerror}")
+                    continue
+                raise OSError(e.errno, f"cannot listen on {listen} ({what}): "
+                                       f"{e.strerror}") from e
         for err in errors:
             log.warning("not listening on %s", err)
-        if not bound:
-            raise OSError(f"no {port} address could be bound: {'; '.join(errors)}")
+        if not socks:
+            raise OSError(f"no {what} address could be bound: {'; '.join(errors)}")
+        return socks
 
     async def _flush_venue_figures(self, once: bool = False) -> None:
         """Write what each venue did to its days (radiusd.venue_figures), every
@@ -346,21 +356,8 @@ class Server:
         self.radsec = RadsecListener(self.endpoints, self.dispatcher, self.in_flight,
                                      self.config.radsec, clients,
                                      tls_context(self.config.radsec))
-        errors: list[str] = []
-        for listen in addresses:
-            try:
-                sock = open_tcp_socket(listen, reuse_port=self.config.server.workers > 1)
-            except OSError as e:
-                if e.errno in _SKIPPABLE:
-                    errors.append(f"{listen}: {e.strerror}")
-                    continue
-                raise OSError(e.errno, f"cannot listen on {listen} (radsec): "
-                                       f"{e.strerror}") from e
+        for sock in self._sockets(addresses, "radsec", open_tcp_socket):
             await self.radsec.listen(sock)
-        for err in errors:
-            log.warning("not listening on %s", err)
-        if not self.radsec.sockets:
-            raise OSError(f"no radsec address could be bound: {'; '.join(errors)}")
         if hasattr(self, "disconnector"):  # RFC 6614 §2.5: over the NAS's connection
             from radiusd.handoff import HandoffSender
 
