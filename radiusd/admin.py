@@ -301,9 +301,10 @@ def _journal_correct(args: argparse.Namespace, config: Config, now: float) -> in
 
 def _journal_list(args: argparse.Namespace, config: Config, now: float) -> int:
     since, until = _range(args, now)
+    venue = _venue(args, config, "radiusd journal list")
     with _database(config) as conn:
         entries = journal.list_entries(conn, since=since, until=until, computer=args.computer,
-                                       open_only=args.open)
+                                       open_only=args.open, venue=venue)
     if not entries:
         print("no entries")
         return 0
@@ -483,6 +484,7 @@ def _register(sub: Any) -> None:
     p.add_argument("--open", action="store_true", help="only entries not closed yet")
     _filters(p)
     p.add_argument("--computer")
+    p.add_argument("--venue", metavar="NAME", help="only this venue's entries")
 
     p = _leaf(js, "export", _journal_export, "write entries as CSV or JSON")
     _filters(p)

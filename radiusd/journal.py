@@ -159,12 +159,12 @@ def get_entry(conn: SyncConnection, entry_id: int) -> Entry:
 
 def list_entries(
     conn: SyncConnection, *, since: float | None = None, until: float | None = None,
-    computer: str | None = None, open_only: bool = False,
+    computer: str | None = None, open_only: bool = False, venue: str | None = None,
 ) -> list[Entry]:
     """Entries online at some moment of [since, until) (an open entry is online until
     it is closed), oldest first."""
     return list(iter_entries(conn, since=since, until=until, computer=computer,
-                             open_only=open_only))
+                             open_only=open_only, venue=venue))
 
 
 def iter_entries(

@@ -135,3 +135,6 @@ def test_the_journal_records_the_venue_and_exports_by_it(
                  "--format", "json"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["computer"] == "2" and entry["venue"] == "airport"
+    assert main(["journal", "list", "-c", str(path), "--venue", "cafe"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and listed[1].split()[4] == "1"  # the header; computer 1
