@@ -214,6 +214,7 @@ def _journal_open(args: argparse.Namespace, config: Config, now: float) -> int:
     if args.document_number and not args.document_type:
         raise UsageError("say what the document is: add --document-type, e.g. --document-type "
                          "passport")
+    venue = _venue(args, config, "radiusd journal open")
     person = journal.Person(
         surname=args.surname, name=args.name, computer=args.computer,
         patronymic=args.patronymic or "", document_type=args.document_type or "",
@@ -233,6 +234,7 @@ def _journal_open(args: argparse.Namespace, config: Config, now: float) -> int:
         opened = journal.open_entry(
             conn, now, person, actor(),
             store_document_number=config.journal.store_document_number, vouchers=vouchers,
+            venue=venue,
         )
     print(opened.entry.id)
     if opened.voucher:
@@ -241,6 +243,21 @@ def _journal_open(args: argparse.Namespace, config: Config, now: float) -> int:
     print(f"opened entry {opened.entry.id} for {opened.entry.full_name}, computer "
           f"{opened.entry.computer}, at {_shown(opened.entry.started_at)}", file=sys.stderr)
     return 0
+
+
+def _venue(args: argparse.Namespace, config: Config, command: str) -> str | None:
+    """`--venue NAME` (issue 15): required by `journal open` when the config has venues
+    (an entry says where), a configured name wherever it is given."""
+    names = [v.name for v in config.venues]
+    if args.venue is None:
+        if names and command.endswith("open"):
+            raise UsageError(f"--venue is missing: this config has venues; type {command} "
+                             f"... --venue NAME (one of: {', '.join(names)})")
+        return None
+    if args.venue not in names:
+        known = f"one of: {', '.join(names)}" if names else "this config has no [[venues]]"
+        raise UsageError(f"--venue: {args.venue!r} is not a venue of this config ({known})")
+    return str(args.venue)
 
 
 def _journal_close(args: argparse.Namespace, config: Config, now: float) -> int:
@@ -285,9 +302,10 @@ def _journal_correct(args: argparse.Namespace, config: Config, now: float) -> in
 
 def _journal_list(args: argparse.Namespace, config: Config, now: float) -> int:
     since, until = _range(args, now)
+    venue = _venue(args, config, "radiusd journal list")
     with _database(config) as conn:
         entries = journal.list_entries(conn, since=since, until=until, computer=args.computer,
-                                       open_only=args.open)
+                                       open_only=args.open, venue=venue)
     if not entries:
         print("no entries")
         return 0
@@ -344,8 +362,10 @@ def _journal_show(args: argparse.Namespace, config: Config, now: float) -> int:
 def _journal_export(args: argparse.Namespace, config: Config, now: float) -> int:
     fmt = _format(args, "radiusd journal export")
     since, until = _range(args, now)
+    venue = _venue(args, config, "radiusd journal export")
     with _database(config) as conn:  # rows are written as they are read
-        entries = journal.iter_entries(conn, since=since, until=until, computer=args.computer)
+        entries = journal.iter_entries(conn, since=since, until=until, computer=args.computer,
+                                       venue=venue)
         rows = export.journal_rows(entries)
         _write(export.chunks(rows, export.JOURNAL_COLUMNS, fmt, args.bom), args.output)
     return 0
@@ -461,6 +481,8 @@ def _register(sub: Any) -> None:
     p.add_argument("--document-type", metavar="TYPE", help="e.g. passport, id-card")
     p.add_argument("--document-number", metavar="NUMBER",
                    help="kept only with [journal] store_document_number = true")
+    p.add_argument("--venue", metavar="NAME",
+                   help="where ([[venues]] name): required when the config has venues")
 
     p = _leaf(js, "close", _journal_close, "set the end time of an entry")
     p.add_argument("id", metavar="ID")
@@ -470,10 +492,12 @@ def _register(sub: Any) -> None:
     p.add_argument("--open", action="store_true", help="only entries not closed yet")
     _filters(p)
     p.add_argument("--computer")
+    p.add_argument("--venue", metavar="NAME", help="only this venue's entries")
 
     p = _leaf(js, "export", _journal_export, "write entries as CSV or JSON")
     _filters(p)
     p.add_argument("--computer")
+    p.add_argument("--venue", metavar="NAME", help="only this venue's entries")
     _output(p)
 
     p = _leaf(js, "correct", _journal_correct,

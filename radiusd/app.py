@@ -36,11 +36,13 @@ from radiusd.radius.dictionary import default_codec
 from radiusd.radius.endpoint import Endpoint, Port
 from radiusd.radius.listener import InFlight, Listener, open_socket
 from radiusd.reaper import Reaper
+from radiusd.reload import remove_pid_file, write_pid_file
 from radiusd.sealing import Sealer
 from radiusd.session_end import SessionEnd, password_ended
 from radiusd.stats import Stats
 from radiusd.store import clients as latches
 from radiusd.store.backend import Backend, describe, for_config
+from radiusd.venues import venue_summary
 from radiusd.workers import PUBLISH_SECONDS, Exchange
 
 if TYPE_CHECKING:
@@ -103,8 +105,8 @@ class Server:
         self.book = PasswordBook(cfg.otp, cfg.sms, self.sealer, self.store,
                                  ended=password_ended)
         await self._load_book()
-        self.sms = await self._start_sms()
         self.auth = OtpAuth(cfg, self.book, self.store, self.sms_wake)
+        self.sms = await self._start_sms()
         self.session_end = SessionEnd(self.book)  # Rules §8, §10: what a session's end ends
         self._start_disconnects()  # issue 13: revocations tell the NAS (RFC 5176)
         self.auth.replaced = self.session_end.replaced
@@ -113,6 +115,8 @@ class Server:
         self.reaper = Reaper(cfg, self.book, self.session_end, self.store, self.clock)
         if self.worker == 0:
             self.background.append(asyncio.create_task(self.reaper.run(), name="reaper"))
+        self.background.append(asyncio.create_task(self._flush_venue_figures(),
+                                                   name="venue-figures"))
         try:
             self._bind("auth", cfg.server.auth_listen)
             self._bind("acct", cfg.server.acct_listen)
@@ -193,10 +197,14 @@ class Server:
         except ImportError:  # pragma: no cover - while the SMS package is incomplete
             log.warning("SMS delivery is not available in this build")
             return None
+        from radiusd.sms.routes import SmsRoutes
+
         provider = build_provider(self.config.sms)
+        # Each venue's provider and sender (issue 15); without venues, all by `provider`.
+        self.sms_routes = SmsRoutes(provider, self.config, self.auth.venues)
         worker = OutboxWorker(self.store, provider, self.sealer, self.clock,
                               self.config.sms.max_age_seconds, self.book.sms_gave_up,
-                              health=self.health)
+                              health=self.health, route=self.sms_routes)
         if hasattr(provider, "on_receipt"):  # SMPP transceiver: receipts go to the row
             provider.on_receipt = worker.receipt
         self.background.append(asyncio.create_task(worker.run(), name="sms-outbox"))
@@ -238,6 +246,103 @@ class Server:
             raise OSError(f"no {what} address could be bound: {'; '.join(errors)}")
         return socks
 
+    async def _flush_venue_figures(self, once: bool = False) -> None:
+        """Write what each venue did to its days (radiusd.venue_figures), every
+        FLUSH_SECONDS (sooner when much is pending), and once more at stop."""
+        from radiusd.venue_figures import FLUSH_SECONDS
+
+        waited = 0.0
+        while True:
+            if not once:
+                await asyncio.sleep(0.5)
+                waited += 0.5
+                if waited < FLUSH_SECONDS and not self.auth.figures.full:
+                    continue
+                waited = 0.0
+            ops = self.auth.figures.drain()
+            if ops:
+                try:
+                    await self.store.write(ops)
+                except Exception as e:  # the store logs its own outage
+                    log.warning("venue figures of the last %.0f s not saved: %s",
+                                FLUSH_SECONDS, e)
+            if once:
+                return
+
+    def reload(self, new: Config) -> list[str]:
+        """Apply a valid config to the running server (radiusd.reload): a new client
+        table (latches kept by name), venues, `[otp]`, SMS templates and providers,
+        Disconnect routes. Everything is built first; then the references are swapped
+        with no await between, so each request sees the old settings or the new.
+        Returns the changed keys that need a restart (kept as they run)."""
+        from radiusd.radius.disconnect import routes_from_config
+        from radiusd.reload import kept_running, needs_restart
+        from radiusd.venues import Venues
+
+        later = needs_restart(self.config, new)
+        applied = kept_running(self.config, new)
+        table = ClientTable(applied.clients)
+        table.restore(c.name for c in self.clients.clients if c.ma_latched)
+        table.on_latch = self._persist_latch
+        venues = Venues(applied)
+        routes = routes_from_config(applied.clients)
+        certified = None
+        if self.radsec is not None:  # RFC 6614: its clients by certificate, from the table
+            from radiusd.radius.radsec import CertificateClients
+
+            certified = CertificateClients(applied.clients, table.clients)
+        if getattr(self, "sms_routes", None) is not None:
+            self.sms_routes.update(applied, venues)  # makes new providers; may refuse
+        # The swap: plain assignments, nothing here awaits or fails.
+        for endpoint in self.endpoints.values():  # UDP and RadSec share them
+            endpoint.clients = table
+        if self.radsec is not None and certified is not None:
+            self.radsec.clients = certified  # new connections' certificates
+            by_name = {c.name: c for c in table.clients}
+            for conn in list(self.radsec.connections):  # open ones: the new entry, or shut
+                if conn.client is None:
+                    continue
+                if conn.client.name in by_name:
+                    conn.client = by_name[conn.client.name]
+                else:
+                    conn.close()  # its [[clients]] entry was removed
+        self.clients = table
+        self.auth.config = applied
+        self.auth.venues = venues
+        self.auth.language = applied.otp.language
+        self.book.cfg = self.book.limits.cfg = self.book.guesses.cfg = applied.otp
+        self.book.sms = applied.sms
+        if hasattr(self, "disconnector"):
+            self.disconnector.routes = routes
+        self.config = applied
+        return later
+
+    def reload_file(self) -> bool:
+        """SIGHUP: read the config file again and apply it (radiusd.reload); an
+        invalid one changes nothing, and each problem is logged as check-config says
+        it. True when the new config is in force."""
+        from radiusd.config import ConfigError, load
+
+        path = self.config.source
+        if path is None:
+            log.warning("reload: running with the embedded defaults, there is no file "
+                        "to read again; start with -c FILE")
+            return False
+        try:
+            new = load(path)
+            later = self.reload(new)
+        except ConfigError as e:
+            for line in str(e).splitlines():
+                log.error("reload refused, the running config stays: %s", line)
+            return False
+        log.info("reloaded %s: %d clients, %d venues", path, len(self.config.clients),
+                 len(self.config.venues))
+        for key in later:
+            log.warning("reload: %s changed; it takes effect after a restart", key)
+        for warning in new.warnings():
+            log.warning("%s", warning)
+        return True
+
     async def _bind_radsec(self, addresses: list[str]) -> None:
         """RADIUS over TLS (RFC 6614): the same endpoints and dispatcher as UDP."""
         from radiusd.radius.radsec import CertificateClients
@@ -278,6 +383,8 @@ class Server:
             names = [c.name for c in self.config.clients if c.secret == DEFAULT_SECRET]
             log.warning("client %s uses FreeRADIUS's well-known default secret: fine on "
                         "loopback for a trial, never on a network", ", ".join(names))
+        for v in self.config.venues:
+            log.info("venue %s: %s", v.name, venue_summary(v))
         log.info("database %s", describe(self.config.database))
         sms = self.config.sms
         where = {"file": sms.file.path, "kannel": sms.kannel.url, "http": sms.http.url,
@@ -290,9 +397,12 @@ class Server:
         """This process's own counters (radiusd.workers: the first adds the others')."""
         from radiusd.http.metrics import own_figures
 
-        return own_figures(self.stats.counts, self.stats.dropped,
-                           getattr(self, "radius_timer", None), self.book.limits.refused,
-                           self.book.guesses.refused)
+        figures = own_figures(self.stats.counts, self.stats.dropped,
+                              getattr(self, "radius_timer", None), self.book.limits.refused,
+                              self.book.guesses.refused)
+        if hasattr(self, "auth"):
+            figures.venues.update(self.auth.figures.totals)
+        return figures
 
     def _publish(self) -> None:
         if self.exchange is not None and self.worker != 0:
@@ -316,10 +426,14 @@ class Server:
         if self.radsec is not None:
             await self.radsec.stop_reading()
         await self._stop_background()
+        if getattr(self, "sms_routes", None) is not None:
+            await self.sms_routes.close()
         if self.in_flight:
             _, pending = await asyncio.wait(set(self.in_flight), timeout=grace)
             for task in pending:
                 task.cancel()
+        if hasattr(self, "auth"):
+            await self._flush_venue_figures(once=True)  # the last seconds' counts
         for listener in self.listeners:
             listener.close()
         if self.radsec is not None:
@@ -360,6 +474,15 @@ async def serve(config: Config, worker: int = 0, exchange: Exchange | None = Non
         loop.add_signal_handler(sig, stop.set)
     raise_open_file_limit()
     server = Server(config, worker=worker, exchange=exchange)
+    started = False
+
+    def hangup() -> None:  # radiusd.reload: read the file again (once started)
+        if started:
+            server.reload_file()
+        else:
+            log.warning("SIGHUP while starting: ignored; send it again once ready")
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await server.start()
     except OSError as e:
@@ -371,8 +494,14 @@ async def serve(config: Config, worker: int = 0, exchange: Exchange | None = Non
         await server.store.close()
         raise
     _settle_memory(config)
+    started = True
+    own_pid_file = exchange is None  # with workers, the parent writes it (cli)
+    if own_pid_file:
+        write_pid_file(config.server.pid_file)
     log.info("radiusd ready (pid %d)", os.getpid())
     await stop.wait()
+    if own_pid_file:
+        remove_pid_file(config.server.pid_file)
     t0 = time.monotonic()
     log.info("shutting down: finishing %d request(s) in flight", len(server.in_flight))
     await server.stop()

@@ -23,8 +23,10 @@ from radiusd.device import looks_like_mac, normalise_mac, request_device
 from radiusd.otp import Checked, Issued, Password, PasswordBook, Refused
 from radiusd.radius.message import Outcome, Reply, Request
 from radiusd.radius.wire import Code
-from radiusd.store import challenges, passwords
+from radiusd.store import challenges, passwords, sessions
 from radiusd.store.backend import Backend, Op
+from radiusd.venue_figures import VenueFigures
+from radiusd.venues import Venue, Venues, rate_attributes, time_left
 
 log = logging.getLogger("radiusd.auth")
 
@@ -36,6 +38,7 @@ class LoginContext:
     login: str
     device: str | None
     matches: Callable[[str], bool]
+    venue: Venue
     checked: Checked | None = None
 
 
@@ -59,29 +62,39 @@ class OtpAuth:
         self.store = store
         self.sms_queued = sms_queued
         self.language = config.otp.language
+        # Settings by client (issue 15); a reload swaps the whole object (`Server.reload`).
+        self.venues = Venues(config)
+        self.figures = VenueFigures()  # per venue: /metrics and `radiusd venues report`
         self._voucher_misses: OrderedDict[str, float] = OrderedDict()
         # `[otp] one_session_per_number`: ends the number's other sessions after a new
         # login (session_end.SessionEnd.replaced, set by the server).
         self.replaced: Callable[[str, int, float], Awaitable[int]] | None = None
 
-    def _reject(self, key: str, **values: object) -> Reply:
-        return Reply.reject(messages.text(key, self.language, **values))
+    @staticmethod
+    def _reject(key: str, language: str, **values: object) -> Reply:
+        return Reply.reject(messages.text(key, language, **values))
 
     async def authorize(self, request: Request, now: float) -> object | Outcome:
+        # One read of the settings: a reload meanwhile (radiusd.reload) swaps
+        # `self.venues`, and this request goes on with what it began with.
+        venues = self.venues
+        otp = venues.config.otp
+        venue = venues.of_client(request.client.name)
+        lang = venue.language
         name = (request.get("User-Name") or "").strip()
         if not name:
-            return self._reject("no_login")
+            return self._reject("no_login", lang)
         chap = request.raw("CHAP-Password")
         clear = request.user_password() if chap is None else None
         if chap is not None:
             if len(chap) != 17:
-                return self._reject("unsupported_method")
+                return self._reject("unsupported_method", lang)
             challenge = request.raw("CHAP-Challenge") or request.packet.authenticator
             matches = _chap_matcher(chap, challenge)
         elif clear is not None:
             matches = _pap_matcher(clear)
         elif request.has("User-Password") or request.has("EAP-Message"):
-            return self._reject("unsupported_method")  # unusable PAP value, or EAP
+            return self._reject("unsupported_method", lang)  # unusable PAP value, or EAP
         else:
             # No password at all: what radclient and some portals send for an empty
             # one. It can only mean "Get password".
@@ -99,14 +112,13 @@ class OtpAuth:
         # login only when written as a MAC or equal to the device's own address.
         if looks_like_mac(name) and (not name.isdigit() or normalise_mac(name) == device):
             # MAC authentication (MikroTik login-by=mac): never an SMS for it.
-            return self._reject("mac_login")
+            return self._reject("mac_login", lang)
         try:
-            login = phone.normalise(name, self.config.otp.default_region,
-                                    self.config.otp.allowed_regions)
+            login = phone.normalise(name, otp.default_region, otp.allowed_regions)
         except phone.NumberRefused as refused:
             voucher = await self._voucher(name, now)
             if voucher is None:
-                return self._reject(refused.reason)
+                return self._reject(refused.reason, lang)
             login = voucher
         else:
             voucher = None
@@ -115,47 +127,68 @@ class OtpAuth:
         # sent, for this login; it is good once, at whichever node (a row, issue 12).
         if state is not None and state.startswith(STATE_PREFIX) \
                 and await challenges.answer(self.store, state.hex(), now) != login:
-            return self._reject("password_expired")
+            return self._reject("password_expired", lang)
         if matches(""):
             if voucher is not None:
-                return self._reject("enter_code")
+                return self._reject("enter_code", lang)
             if not proven:
                 # Rules §6 costs money: never on the word of an unauthenticated packet.
-                return self._reject("unsigned_request")
-            return await self.get_password(request, login, device, now)
-        return LoginContext(login, device, matches)
+                return self._reject("unsigned_request", lang)
+            return await self.get_password(request, login, device, now, venue)
+        return LoginContext(login, device, matches, venue)
 
     async def request_password(self, text: str, *, device: str | None, nas: str | None,
-                               now: float, language: str | None = None) -> Issued | Refused:
+                               now: float, language: str | None = None,
+                               client: str | None = None) -> Issued | Refused:
         """Rules §5-§6 for any front door (RADIUS, the HTTP API): normalise the number,
-        apply the limits, issue and queue the SMS in one transaction."""
-        lang = language or self.language
+        apply the limits, issue and queue the SMS in one transaction. ``client``: the
+        `[[clients]]` entry whose network the caller is in (a hotspot's users reach the
+        portal through its NAT): its venue's limits, SMS and budget apply."""
+        venues = self.venues
+        otp = venues.config.otp
+        venue = venues.of_client(client)
+        lang = language or venue.language
         try:
-            login = phone.normalise(text, self.config.otp.default_region,
-                                    self.config.otp.allowed_regions)
+            login = phone.normalise(text, otp.default_region, otp.allowed_regions)
         except phone.NumberRefused as refused:
             return Refused(refused.reason)
+        left = await self._time_left(venue, login, now)
+        if left is not None and left <= 0:
+            self.figures.count(venue, "refused:daily_time_used", now)
+            return Refused("daily_time_used")
         result = await self.book.request(login, device=device, nas=nas, language=lang,
-                                         now=now)
+                                         now=now, venue=venue if venue.name else None)
         if isinstance(result, Issued):
+            self.figures.count(venue, "sms", now)
             self.sms_queued()
+        else:
+            self.figures.count(venue, f"refused:{result.cap or result.reason}", now)
         return result
 
     async def get_password(self, request: Request, login: str, device: str | None,
-                           now: float) -> Outcome:
-        """Rules §5-§6 through the controller's own login page."""
+                           now: float, venue: Venue | None = None) -> Outcome:
+        """Rules §5-§6 through the controller's own login page, with the settings of
+        the client's venue (radiusd.venues)."""
+        venue = venue or self.venues.of_client(request.client.name)
+        lang = venue.language
+        left = await self._time_left(venue, login, now)
+        if left is not None and left <= 0:
+            self.figures.count(venue, "refused:daily_time_used", now)
+            return self._reject("daily_time_used", lang)  # no SMS for a login refused
         state = None
         extra: list[Op] = []
         if request.client.otp_request == "challenge":
             state = STATE_PREFIX + secrets.token_hex(12).encode()
             extra.append(challenges.remember(state.hex(), login,
-                                             now + self.config.otp.ttl_seconds))
+                                             now + venue.otp.ttl_seconds))
         result = await self.book.request(login, device=device, nas=request.client.name,
-                                         language=self.language, now=now, extra=extra)
+                                         language=lang, now=now, extra=extra, venue=venue)
         if isinstance(result, Refused):
-            return Reply.reject(result.message(self.language))
+            self.figures.count(venue, f"refused:{result.cap or result.reason}", now)
+            return Reply.reject(result.message(lang))
+        self.figures.count(venue, "sms", now)
         self.sms_queued()
-        sent = messages.text("sms_sent", self.language, phone=phone.mask(login))
+        sent = messages.text("sms_sent", lang, phone=phone.mask(login))
         if state is not None:
             return Reply(Code.ACCESS_CHALLENGE).add("Reply-Message", sent).add("State", state)
         return Reply.reject(sent)
@@ -189,31 +222,55 @@ class OtpAuth:
         assert isinstance(context, LoginContext) and context.checked is not None
         checked = context.checked
         pw = checked.password
+        lang = context.venue.language
         if pw is None:
-            return self._reject(checked.reason, **checked.values)
+            return self._reject(checked.reason, lang, **checked.values)
+        left = await self._time_left(context.venue, context.login, now)
+        if left is not None and left <= 0:
+            self.figures.count(context.venue, "refused:daily_time_used", now)
+            return self._reject("daily_time_used", lang)
         if checked.claimed:
             # Bind to the NAS as accounting names it (NAS-IP-Address first), so that
             # its Accounting-On/Off finds this password (Rules §8).
             nas_address = str(request.get("NAS-IP-Address") or request.get("NAS-IPv6-Address")
                               or request.nas_address)
             if not await self.book.claim(pw, device=context.device, nas=request.client.name,
-                                         nas_address=nas_address, now=now):
+                                         nas_address=nas_address, now=now,
+                                         cfg=context.venue.otp):
                 # Claimed, burned or ended meanwhile (here or at another node): Rules §8.
-                return self._reject("password_expired")
-            if self.config.otp.one_session_per_number and self.replaced is not None:
+                return self._reject("password_expired", lang)
+            if context.venue.name:  # the report's distinct numbers, as keyed tags
+                self.figures.count(context.venue, "logins", now, number=self.book.sealer.tag(
+                    b"venue-number:" + context.login.encode()))
+            if context.venue.otp.one_session_per_number and self.replaced is not None:
                 await self.replaced(context.login, pw.id, now)
-        return self._accept(pw, now)
+        return self._accept(pw, now, context.venue, request.client.vendor, left)
 
-    def _accept(self, pw: Password, now: float) -> Reply:
+    async def _time_left(self, venue: Venue, login: str, now: float) -> int | None:
+        """Seconds left today of the venue's `daily_time_seconds` for this number
+        (radiusd.venues.time_left); None when the venue has no such cap."""
+        if venue.daily_time_seconds is None:
+            return None
+        since = venue.day_start(now) - venue.otp.max_lifetime_seconds
+        return time_left(venue, await sessions.spent(self.store, login, since), now)
+
+    def _accept(self, pw: Password, now: float, venue: Venue, vendor: str,
+                left: int | None = None) -> Reply:
+        """Access-Accept with the venue's session profile: Session-Timeout (RFC 2865
+        §5.27), Idle-Timeout (§5.28) and its rate limit in the NAS vendor's attribute."""
         cfg = self.config
+        otp = venue.otp
         reply = Reply(Code.ACCESS_ACCEPT)
         assert pw.class_token is not None
         reply.add("Class", pw.class_token.encode())
         reply.add("Acct-Interim-Interval", cfg.accounting.interim_interval_seconds)
         # The NAS disconnects at the password's max lifetime at the latest (Rules §8).
-        remaining = int(pw.issued_at + cfg.otp.max_lifetime_seconds - now)
-        timeout = min(t for t in (cfg.otp.session_timeout_seconds or remaining, remaining))
+        remaining = int(pw.issued_at + otp.max_lifetime_seconds - now)
+        timeout = min(t for t in (otp.session_timeout_seconds or remaining, remaining,
+                                  remaining if left is None else left))
         reply.add("Session-Timeout", max(1, timeout))
-        if cfg.otp.idle_timeout_seconds:
-            reply.add("Idle-Timeout", cfg.otp.idle_timeout_seconds)
+        if otp.idle_timeout_seconds:
+            reply.add("Idle-Timeout", otp.idle_timeout_seconds)
+        for name, value in rate_attributes(vendor, venue.rate_limit):
+            reply.add(name, value)
         return reply

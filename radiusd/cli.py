@@ -71,13 +71,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if config.server.workers > 1:  # processes sharing the ports (radiusd.workers)
         import tempfile
 
+        from radiusd.reload import remove_pid_file, write_pid_file
         from radiusd.workers import Exchange, supervise
+
+        def newest() -> Config:
+            """A worker started again reads the file as a reload would (radiusd.reload);
+            an invalid file leaves it the config the server started with."""
+            try:
+                return load(config.source) if config.source else config
+            except ConfigError:
+                return config
 
         with tempfile.TemporaryDirectory(prefix="radiusd-workers-") as figures:
             exchange = Exchange(figures)
-            return supervise(config.server.workers,
-                             lambda worker: run(config, worker, exchange))
+            write_pid_file(config.server.pid_file)  # the parent: it passes SIGHUP on
+            try:
+                return supervise(config.server.workers,
+                                 lambda worker: run(newest(), worker, exchange))
+            finally:
+                remove_pid_file(config.server.pid_file)
     return run(config)
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    """Check the file, then SIGHUP the server `[server] pid_file` names (radiusd.reload).
+    An invalid file is said here and nothing is signalled."""
+    from radiusd.reload import signal_server
+
+    config = load_config(args)
+    pid = signal_server(config)
+    print(f"radiusd: asked pid {pid} to read {config.source or 'its config'} again "
+          "(its log says what changed)")
+    return 0
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -111,6 +136,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     for warning in config.warnings():
         print(f"  warning: {warning}")
     print(f"  sms provider {config.sms.provider}")
+    from radiusd.venues import venue_summary
+
+    for v in config.venues:  # issue 15 (README "Venues")
+        print(f"  venue {v.name}: {venue_summary(v)}")
     if config.http.listen:
         print(f"  http on {', '.join(config.http.listen)}")
     return _check_radsec(config, where)
@@ -166,13 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arg(p)
     p.set_defaults(func=_cmd_check_config)
 
+    p = sub.add_parser("reload", help="make the running server read its config file again "
+                                      "(SIGHUP to [server] pid_file)")
+    add_config_arg(p)
+    p.set_defaults(func=_cmd_reload)
+
     for register in _commands:
         register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from radiusd import admin, admin_db  # noqa: F401  (register journal/.../db)
+    from radiusd import admin, admin_db, admin_venues  # noqa: F401  (register journal/.../db)
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,6 +79,9 @@ class ServerConfig(_Section):
     # radiusd.workers). More than 1 needs [database] url: the workers share nothing but
     # the database, and only PostgreSQL takes writes from several processes at once.
     workers: int = Field(default=1, ge=1, le=256)
+    # Where `serve` writes its process id, for `radiusd reload` (radiusd.reload);
+    # empty: none (send SIGHUP yourself). Relative: to the config file's directory.
+    pid_file: str = ""
     # RADIUS over TLS (RFC 6614, docs/radsec.md), e.g. ["0.0.0.0:2083", "[::]:2083"];
     # empty: off. Needs [radsec] certificate, private_key and ca_file.
     radsec_listen: list[str] = []
@@ -147,6 +151,10 @@ class ClientConfig(_Section):
     coa_address: str | None = None
     coa_port: int = Field(default=3799, ge=1, le=65535)
     coa_secret: str | None = Field(default=None, min_length=1)
+    # Which attributes carry a venue's `rate_limit` to this NAS (radiusd.venues):
+    # Mikrotik-Rate-Limit, ChilliSpot-Bandwidth-Max-Up/Down, WISPr-Bandwidth-Max-Up/Down,
+    # or none.
+    vendor: Literal["mikrotik", "coovachilli", "wispr", "none"] = "none"
 
     @model_validator(mode="before")
     @classmethod
@@ -304,6 +312,30 @@ class SmsSmppConfig(_Section):
     enquire_link_seconds: float = Field(default=30.0, gt=0)
 
 
+class SmsProviderConfig(_Section):
+    """A named provider, `[sms.providers.NAME]`, for venues (radiusd.venues): the same
+    keys as `[sms]`'s provider, e.g. provider = "kannel" and `[sms.providers.NAME.kannel]`."""
+
+    provider: Literal["log", "file", "kannel", "http", "smpp"] = "log"
+    file: SmsFileConfig = SmsFileConfig()
+    kannel: SmsKannelConfig = SmsKannelConfig()
+    http: SmsHttpConfig = SmsHttpConfig()
+    smpp: SmsSmppConfig = SmsSmppConfig()
+
+    @model_validator(mode="after")
+    def _provider_configured(self) -> SmsProviderConfig:
+        if self.provider == "http" and not self.http.url:
+            raise ValueError('provider = "http" needs its http table\'s url = "https://..."')
+        return self
+
+
+def _templates_have_code(v: dict[str, str]) -> dict[str, str]:
+    for lang, text in v.items():
+        if "{code}" not in text:
+            raise ValueError(f"template for {lang!r} must contain {{code}}")
+    return v
+
+
 class SmsConfig(_Section):
     provider: Literal["log", "file", "kannel", "http", "smpp"] = "log"
     max_age_seconds: float = Field(default=600.0, gt=0)
@@ -313,6 +345,9 @@ class SmsConfig(_Section):
     smpp: SmsSmppConfig = SmsSmppConfig()
     # Message templates by language with "{code}"; empty means the built-in text.
     templates: dict[Literal["kk", "ru", "en"], str] = {}
+    # Named providers a venue may use (`[[venues]] sms.provider`); the one above stays
+    # the default for clients in no venue and venues that name none.
+    providers: dict[str, SmsProviderConfig] = {}
 
     @model_validator(mode="after")
     def _provider_configured(self) -> SmsConfig:
@@ -322,11 +357,8 @@ class SmsConfig(_Section):
 
     @field_validator("templates")
     @classmethod
-    def _templates_have_code(cls, v: dict[str, str]) -> dict[str, str]:
-        for lang, text in v.items():
-            if "{code}" not in text:
-                raise ValueError(f"template for {lang!r} must contain {{code}}")
-        return v
+    def _templates_ok(cls, v: dict[str, str]) -> dict[str, str]:
+        return _templates_have_code(v)
 
 
 class OtpConfig(_Section):
@@ -488,6 +520,92 @@ class HttpConfig(_Section):
         return v
 
 
+def parse_rate(text: str) -> int:
+    """ "2M" -> 2_000_000 bit/s: a whole number with an optional k, M or G suffix
+    (decimal, as MikroTik reads them)."""
+    scale = {"k": 1_000, "K": 1_000, "m": 1_000_000, "M": 1_000_000,
+             "g": 1_000_000_000, "G": 1_000_000_000}.get(text[-1:], 1)
+    digits = text[:-1] if scale != 1 else text
+    if not digits.isdigit() or int(digits) == 0:
+        raise ValueError
+    return int(digits) * scale
+
+
+class VenueSmsConfig(_Section):
+    """A venue's SMS: which provider section sends it, from which sender, with which
+    text (radiusd.venues)."""
+
+    # A name under [sms.providers]; empty: the top-level [sms] provider.
+    provider: str = ""
+    # The sender name or number the SMS comes from; empty: the provider's own.
+    sender: str = ""
+    templates: dict[Literal["kk", "ru", "en"], str] = {}
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_ok(cls, v: dict[str, str]) -> dict[str, str]:
+        return _templates_have_code(v)
+
+
+class VenueConfig(_Section):
+    """One venue (README "Venues"): its clients, and what it changes of the top-level
+    settings. A key left out keeps the top-level value (`[otp]`, `[sms]`)."""
+
+    name: str = Field(min_length=1)
+    clients: list[str] = []  # names of [[clients]] tables
+    language: Literal["kk", "ru", "en"] | None = None
+    # [otp] limits, for this venue's presses (docs/otp.md "Limits"; global_* count the
+    # venue's own SMS).
+    resend_after_seconds: float | None = Field(default=None, ge=0)
+    per_number_hourly: int | None = Field(default=None, ge=1)
+    per_number_daily: int | None = Field(default=None, ge=1)
+    per_device_hourly: int | None = Field(default=None, ge=1)
+    per_nas_minute: int | None = Field(default=None, ge=1)
+    per_nas_daily: int | None = Field(default=None, ge=1)
+    global_per_minute: int | None = Field(default=None, ge=1)
+    global_daily: int | None = Field(default=None, ge=1)
+    per_prefix_daily: int | None = Field(default=None, ge=1)
+    foreign_daily: int | None = Field(default=None, ge=1)
+    sms: VenueSmsConfig = VenueSmsConfig()
+    # SMS a calendar day in `timezone`, exact across nodes (radiusd.venues); none: no cap.
+    sms_daily_budget: int | None = Field(default=None, ge=1)
+    # IANA name, e.g. "Asia/Almaty"; empty: the server's local time.
+    timezone: str = ""
+    # Session profile (Access-Accept): 0 sends none; left out, [otp]'s.
+    session_timeout_seconds: int | None = Field(default=None, ge=0)
+    idle_timeout_seconds: int | None = Field(default=None, ge=0)
+    rate_limit: str = ""  # "UP/DOWN", e.g. "2M/8M" (bit/s; k, M, G)
+    daily_time_seconds: int | None = Field(default=None, ge=1)  # per number, per day
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_ok(cls, v: str) -> str:
+        if not v:
+            return v
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a time zone name such as \"Asia/Almaty\"") \
+                from None
+        return v
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_ok(cls, v: str) -> str:
+        if not v:
+            return v
+        up, sep, down = v.partition("/")
+        try:
+            if not sep:
+                raise ValueError
+            parse_rate(up.strip())
+            parse_rate(down.strip())
+        except ValueError:
+            raise ValueError(f"{v!r}: write UP/DOWN in bit/s with k, M or G, "
+                             'e.g. "2M/8M"') from None
+        return v
 class RadsecConfig(_Section):
     """RADIUS over TLS (RFC 6614, docs/radsec.md): this server's certificate and key
     (PEM) and the CA(s) that NAS client certificates are verified against."""
@@ -517,6 +635,7 @@ class Config(_Section):
     accounting: AccountingConfig = AccountingConfig()
     journal: JournalConfig = JournalConfig()
     http: HttpConfig = HttpConfig()
+    venues: list[VenueConfig] = []
     radsec: RadsecConfig = RadsecConfig()
 
     # Where the file was read from (None: embedded defaults). Relative paths written in
@@ -544,6 +663,13 @@ class Config(_Section):
                     out.append(f"clients ({c.name}): {net} is also client "
                                f"{seen[where]!r}; the first one listed answers")
                 seen.setdefault(where, c.name)
+        vendors = {c.name: c.vendor for c in self.clients}
+        for v in self.venues:
+            silent = [name for name in v.clients if vendors.get(name) == "none"]
+            if v.rate_limit and silent:
+                out.append(f"venues ({v.name}): rate_limit {v.rate_limit!r} is not sent to "
+                           f"client {', '.join(silent)}: set its vendor = \"mikrotik\", "
+                           "\"coovachilli\" or \"wispr\"")
         if not self.server.radsec_listen:
             out += [f"clients ({c.name}): radsec = true, but server.radsec_listen is empty: "
                     "it cannot connect" for c in self.clients if c.radsec]
@@ -580,6 +706,30 @@ class Config(_Section):
             if c.name in seen:
                 raise ValueError(f"clients: name {c.name!r} is used twice")
             seen.add(c.name)
+        return self
+
+    @model_validator(mode="after")
+    def _venues_ok(self) -> Config:
+        """Venue names unique, their clients and SMS providers defined, a client in
+        one venue at most (radiusd.venues)."""
+        clients = {c.name for c in self.clients}
+        names: set[str] = set()
+        owner: dict[str, str] = {}
+        for i, v in enumerate(self.venues):
+            if v.name in names:
+                raise ValueError(f"venues[{i}].name: venue {v.name!r} is listed twice")
+            names.add(v.name)
+            for name in v.clients:
+                if name not in clients:
+                    raise ValueError(f"venues[{i}].clients: {name!r} is not the name of a "
+                                     "[[clients]] table")
+                if name in owner:
+                    raise ValueError(f"venues[{i}].clients: client {name!r} is already in "
+                                     f"venue {owner[name]!r}; a client belongs to one venue")
+                owner[name] = v.name
+            if v.sms.provider and v.sms.provider not in self.sms.providers:
+                raise ValueError(f"venues[{i}].sms.provider: {v.sms.provider!r} is not a "
+                                 f"[sms.providers.{v.sms.provider}] section")
         return self
 
 
@@ -619,6 +769,9 @@ _PLAIN = {
 }
 
 
+_NAMES_KEY = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_]+)*: ")
+
+
 def format_validation_error(err: ValidationError, source: str, data: Any) -> str:
     """One line per problem, unknown keys first (a typo explains the "missing" that
     follows it), each naming the file and the key and saying what to write."""
@@ -638,6 +791,9 @@ def format_validation_error(err: ValidationError, source: str, data: Any) -> str
         elif kind in ("literal_error", "greater_than_equal", "greater_than",
                       "less_than_equal"):
             msg = msg.replace("Input should be", "must be")
+        if key == "(top level)" and _NAMES_KEY.match(msg):
+            lines.append((True, f"{source}: {msg}"))  # a cross-check naming its key
+            continue
         lines.append((kind != "extra_forbidden", f"{source}: {key}: {msg}"))
     lines.sort(key=lambda item: item[0])  # stable: unknown keys first
     # A union (e.g. "auto" | true | false) reports once per member; say it once.
@@ -705,7 +861,8 @@ def _beside(config: Config, base: Path) -> Config:
 
     # Only what the file says: a key left out keeps its default, relative to the working
     # directory as with the embedded defaults (the Docker image's /data).
-    database, otp, sms, radsec = config.database, config.otp, config.sms, config.radsec
+    database, otp, sms, server = config.database, config.otp, config.sms, config.server
+    radsec = config.radsec
     if database.url is None and "path" in database.model_fields_set:
         database = database.model_copy(update={"path": at(database.path)})
     if "key_file" in otp.model_fields_set:
@@ -713,7 +870,15 @@ def _beside(config: Config, base: Path) -> Config:
     if "path" in sms.file.model_fields_set:
         sms = sms.model_copy(update={
             "file": sms.file.model_copy(update={"path": at(sms.file.path)})})
+    if any("path" in p.file.model_fields_set for p in sms.providers.values()):
+        sms = sms.model_copy(update={"providers": {
+            name: p.model_copy(update={"file": p.file.model_copy(
+                update={"path": at(p.file.path)})})
+            if "path" in p.file.model_fields_set else p
+            for name, p in sms.providers.items()}})
+    if server.pid_file:
+        server = server.model_copy(update={"pid_file": at(server.pid_file)})
     radsec = radsec.model_copy(update={k: at(getattr(radsec, k)) for k in (
         "certificate", "private_key", "ca_file") if k in radsec.model_fields_set})
     return config.model_copy(update={"database": database, "otp": otp, "sms": sms,
-                                     "radsec": radsec})
+                                     "server": server, "radsec": radsec})

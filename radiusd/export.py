@@ -32,6 +32,7 @@ FORMATS = ("csv", "json")
 JOURNAL_COLUMNS = (
     "id", "surname", "name", "patronymic", "computer", "started_at", "ended_at",
     "document_type", "document_number", "voucher_login", "opened_at", "corrections",
+    "venue",  # issue 15: empty without venues
 )
 CHUNK = 2000  # rows per query: each is a short read of its own, so a long export never
 #               holds one snapshot (the WAL can be checkpointed meanwhile)

@@ -106,6 +106,7 @@ def clean_text(field: str, value: str) -> str:
 def open_entry(
     conn: SyncConnection, now: float, person: Person, actor: str, *,
     store_document_number: bool = False, vouchers: VoucherSettings | None = None,
+    venue: str | None = None,
 ) -> Opened:
     """Record a person starting at a computer now; with `vouchers`, also issue the
     login/password that computer's session will use (stored sealed, never in clear)."""
@@ -117,7 +118,8 @@ def open_entry(
         )
     with kept.transaction(conn):
         voucher = _new_voucher(conn, vouchers) if vouchers else None
-        entry_id = kept.open_entry(conn, fields, now, voucher.login if voucher else None)
+        entry_id = kept.open_entry(conn, fields, now, voucher.login if voucher else None,
+                                   venue)
         ops = [kept.event(entry_id, now, actor, "open", {})]
         if voucher and vouchers:
             ops.append(_voucher_password(now, entry_id, voucher, vouchers))
@@ -157,17 +159,18 @@ def get_entry(conn: SyncConnection, entry_id: int) -> Entry:
 
 def list_entries(
     conn: SyncConnection, *, since: float | None = None, until: float | None = None,
-    computer: str | None = None, open_only: bool = False,
+    computer: str | None = None, open_only: bool = False, venue: str | None = None,
 ) -> list[Entry]:
     """Entries online at some moment of [since, until) (an open entry is online until
     it is closed), oldest first."""
     return list(iter_entries(conn, since=since, until=until, computer=computer,
-                             open_only=open_only))
+                             open_only=open_only, venue=venue))
 
 
 def iter_entries(
     conn: SyncConnection, *, since: float | None = None, until: float | None = None,
     computer: str | None = None, open_only: bool = False, chunk: int = CHUNK,
+    venue: str | None = None,
 ) -> Iterator[Entry]:
     """`list_entries` as it reads: `chunk` entries per query along `journal_span`'s
     start index, so memory stays flat and a window is answered from the index. An
@@ -175,7 +178,8 @@ def iter_entries(
     it (`journal_span_length`), or is still open (`journal_span_open`)."""
     wanted = unicodedata.normalize("NFC", computer).strip() if computer is not None else None
     for entry in kept.entries(conn, since, until, open_only, chunk):
-        if wanted is None or entry.computer == wanted:
+        if (wanted is None or entry.computer == wanted) \
+                and (venue is None or entry.venue == venue):
             yield entry
 
 

@@ -127,8 +127,10 @@ class _Budget:
         self.refused: Counter[str] = Counter()  # cap key -> refusals, for /metrics
         self._episodes: set[tuple[str, str]] = set()  # (cap, key) full and logged
 
-    def limit(self, cap: Cap) -> int:
-        return int(getattr(self.cfg, cap.key))
+    def limit(self, cap: Cap, cfg: OtpConfig | None = None) -> int:
+        """The cap's value in ``cfg`` (a venue's `[otp]` with its overrides,
+        radiusd.venues), else in the top-level `[otp]`."""
+        return int(getattr(cfg or self.cfg, cap.key))
 
     def asks(self, keys: dict[str, str | None], now: float) -> list[kept.Ask]:
         """The counters to read for these keys."""
@@ -141,9 +143,10 @@ class _Budget:
         return out
 
     def full(self, keys: dict[str, str | None], counts: list[kept.Count],
-             now: float) -> Refused | None:
+             now: float, cfg: OtpConfig | None = None) -> Refused | None:
         """The first cap that is full for these keys (from `counts`, as read for
-        `asks`), counted and logged, or None."""
+        `asks`), counted and logged, or None; the caps' values from ``cfg`` (a venue's)
+        or the top-level `[otp]`."""
         by_cap: dict[str, list[float]] = {}
         total: Counter[str] = Counter()
         for c in counts:
@@ -156,7 +159,7 @@ class _Budget:
             key = keys.get(cap.what)
             if key is None:
                 continue
-            if total[cap.key] < self.limit(cap):
+            if total[cap.key] < self.limit(cap, cfg):
                 self._episodes.discard((cap.key, key))
                 continue
             wait = min(by_cap[cap.key]) + cap.span - now
@@ -165,10 +168,11 @@ class _Budget:
                 if len(self._episodes) > 10_000:
                     self._episodes.clear()
                 self._episodes.add((cap.key, key))
-                shown = "" if cap.what == "global" else f" for {cap.what} {key}"
+                shown = (f" for {key}" if key else "") if cap.what == "global" \
+                    else f" for {cap.what} {key}"
                 log.warning("[otp] %s reached%s (%d %s in %s): refusing until %.0f s "
                             "from now (logged once until it frees up)", cap.key, shown,
-                            self.limit(cap), self.what, _span(cap.span), wait)
+                            self.limit(cap, cfg), self.what, _span(cap.span), wait)
             return Refused(cap.reason, wait, {"minutes": max(1, round(wait / 60))}, cap.key)
         return None
 
@@ -205,7 +209,10 @@ class SmsLimits(_Budget):
         super().__init__(cfg, SMS_CAPS, "SMS")
         self.region_of = region_of
 
-    def keys(self, login: str, device: str | None, nas: str | None) -> dict[str, str | None]:
+    def keys(self, login: str, device: str | None, nas: str | None,
+             whole: str = "") -> dict[str, str | None]:
+        """The keys a press counts under; ``whole`` is what the `global_*` caps count
+        ("": the server; a venue's `limits_key`: that venue, radiusd.venues)."""
         region = self.region_of(login)
         foreign = region != self.cfg.default_region and login.startswith("+")
         return {
@@ -214,17 +221,17 @@ class SmsLimits(_Budget):
             "nas": nas or None,
             "prefix": login[:-PREFIX_FREE_DIGITS] if login.startswith("+") else None,
             "foreign": region if foreign else None,
-            "global": "",
+            "global": whole,
         }
 
     def check(self, keys: dict[str, str | None], counts: list[kept.Count],
-              now: float) -> Refused | None:
+              now: float, cfg: OtpConfig | None = None) -> Refused | None:
         """The resend wait (from the cooldown row read with the counters), then the
-        caps, narrowest first."""
+        caps, narrowest first (values from ``cfg``, a venue's, else `[otp]`)."""
         for c in counts:
             if c.cap == "cooldown" and c.first_at > now:
                 return self.resend_wait(c.first_at - now)
-        return self.full(keys, [c for c in counts if c.cap != "cooldown"], now)
+        return self.full(keys, [c for c in counts if c.cap != "cooldown"], now, cfg)
 
     @staticmethod
     def resend_wait(wait: float) -> Refused:

@@ -77,6 +77,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Вход по SMS здесь сегодня недоступен. Обратитесь к персоналу",
         "en": "SMS login is not available here today. Please ask the staff",
     },
+    "daily_time_used": {
+        "kk": "Бүгінгі Wi-Fi уақыты таусылды. Ертең келіңіз",
+        "ru": "Время Wi-Fi на сегодня закончилось. Приходите завтра",
+        "en": "Your Wi-Fi time for today is used up. Come back tomorrow",
+    },
     "device_guess_limit": {
         "kk": "Бұл құрылғыдан қате пароль тым көп. {minutes} минуттан кейін көріңіз",
         "ru": "Слишком много неверных паролей с этого устройства. Попробуйте через "

@@ -19,6 +19,8 @@ entry) is `session_end.py`'s, handed in as `ended`.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,16 +31,19 @@ from radiusd.config import OtpConfig, SmsConfig
 from radiusd.limits import DAY, HOUR, MINUTE, GuessLimits, Refused, SmsLimits, Window
 from radiusd.limits import prune as prune_limits
 from radiusd.sealing import Sealer
-from radiusd.store import blocked, challenges
+from radiusd.store import blocked, budgets, challenges
 from radiusd.store import limits as counted
 from radiusd.store import passwords as stored
 from radiusd.store.backend import Backend, Op
 from radiusd.store.quick import QuickReads
+from radiusd.venues import Venue
 
 __all__ = ["DAY", "HOUR", "MINUTE", "PRUNES", "Checked", "Issued", "Password",
            "PasswordBook", "Refused", "Window"]
+log = logging.getLogger("radiusd.otp")
 CLASS_PREFIX = "rd1."  # our Class values (RFC 2865 §5.25)
-PRUNES = 3  # the forgetting writes at the end of every `sweep`
+PRUNES = 4  # the forgetting writes at the end of every `sweep`
+BUDGET_DAYS_KEPT = 3  # a venue's daily SMS budget rows are forgotten after this
 
 
 @dataclass(slots=True, eq=False)
@@ -101,6 +106,7 @@ class PasswordBook:
         self.guesses = GuessLimits(cfg)
         self.quick = QuickReads(store)  # the login's reads, without a thread hop
         self.together = stored.batched(store)  # ...or many in one statement (PostgreSQL)
+        self._spent: set[tuple[str, str]] = set()  # (venue, day) budgets logged as spent
         self.blocked_reads = blocked.batched(store)
 
     def close(self) -> None:
@@ -138,28 +144,36 @@ class PasswordBook:
     # -- Rules §5–§6: "Get password" -------------------------------------------------------
 
     async def request(self, login: str, *, device: str | None, nas: str | None,
-                      language: str, now: float, extra: list[Op] | None = None
-                      ) -> Issued | Refused:
+                      language: str, now: float, extra: list[Op] | None = None,
+                      venue: Venue | None = None) -> Issued | Refused:
         """Apply the limits, then issue and queue the SMS in one transaction (with
         ``extra``, e.g. the Access-Challenge State). The resend wait is claimed in the
-        database first: of concurrent presses for one number, on any nodes, one wins."""
+        database first: of concurrent presses for one number, on any nodes, one wins.
+        ``venue`` (radiusd.venues): its limits, SMS text and route, and its daily SMS
+        budget, reserved as the guard of that same transaction (`store.budgets`)."""
         if await self.blocked(login) is not None:
             return Refused("number_blocked")  # issue 13: no password, no SMS
-        keys = self.limits.keys(login, device, nas)
+        cfg = venue.otp if venue is not None else self.cfg
+        keys = self.limits.keys(login, device, nas, venue.limits_key if venue else "")
         counts = await counted.counts(self.store, self.limits.asks(keys, now),
                                       cooldown_of=login, quick=self.quick)
-        refused = self.limits.check(keys, counts, now)
+        refused = self.limits.check(keys, counts, now, cfg)
         if refused is not None:
             return refused
-        wait = self.cfg.resend_after_seconds
+        budget = venue if venue is not None and venue.sms_daily_budget else None
+        day = budget.day(now) if budget is not None else ""
+        if budget is not None and budget.sms_daily_budget is not None and \
+                await budgets.sent(self.store, budget.name, day) >= budget.sms_daily_budget:
+            return self._budget_spent(budget, day)
+        wait = cfg.resend_after_seconds
         (won,) = await self.store.run([counted.claim_cooldown(login, now + wait, now)])
         if not won:
             return self.limits.resend_wait(wait)
         ops: list[Op] = [stored.supersede(login, now)]
-        code, tag = await self._new_code(login)
+        code, tag = await self._new_code(login, cfg.length)
         pw = Password(
             id=secrets.randbits(62), login=login, kind="phone", state="issued", code=code,
-            language=language, issued_at=now, unclaimed_until=now + self.cfg.ttl_seconds,
+            language=language, issued_at=now, unclaimed_until=now + cfg.ttl_seconds,
             request_device=device, request_nas=nas,
         )
         ops.append(stored.insert(
@@ -167,15 +181,37 @@ class PasswordBook:
             secret=self.sealer.seal(code.encode(), b"otp"), language=language, issued_at=now,
             unclaimed_until=pw.unclaimed_until, request_device=device, request_nas=nas,
             journal_id=None, code_tag=tag))
-        text = messages.sms_text(language, code, {str(k): v for k, v in self.sms.templates.items()})
+        templates = venue.templates if venue is not None else \
+            {str(k): v for k, v in self.sms.templates.items()}
+        text = messages.sms_text(language, code, templates)
         ops.append(stored.queue_sms(id=secrets.randbits(62), password_id=pw.id, recipient=login,
-                                    body=self.sealer.seal(text.encode(), b"sms"), at=now))
+                                    body=self.sealer.seal(text.encode(), b"sms"), at=now,
+                                    venue=venue.name if venue is not None else ""))
         ops += self.limits.add(keys, now)
         ops += extra or []
-        await self.store.write(ops)
+        if budget is None or budget.sms_daily_budget is None:
+            await self.store.write(ops)
+            return Issued(pw, ops)
+        (reserved, *_) = await self.store.run(
+            [budgets.reserve(budget.name, day, budget.sms_daily_budget), *ops], guard=True)
+        if not reserved:
+            return self._budget_spent(budget, day)
         return Issued(pw, ops)
 
-    async def _new_code(self, login: str) -> tuple[str, str]:
+    def _budget_spent(self, venue: Venue, day: str) -> Refused:
+        """Past the venue's `sms_daily_budget`: refused, counted for /metrics, logged
+        once per venue and day (issue 15)."""
+        self.limits.refused["sms_daily_budget"] += 1
+        if (venue.name, day) not in self._spent:
+            if len(self._spent) > 10_000:
+                self._spent.clear()
+            self._spent.add((venue.name, day))
+            log.warning("venue %s: sms_daily_budget of %d SMS spent for %s; SMS login is "
+                        "refused there until the next day (logged once)", venue.name,
+                        venue.sms_daily_budget, day)
+        return Refused("sms_unavailable", cap="sms_daily_budget")
+
+    async def _new_code(self, login: str, n: int) -> tuple[str, str]:
         """Rules §9: a new password each time: never this number's previous one, nor one
         that is live for anybody (by its keyed tag, whichever node issued it)."""
         newest = await stored.newest_of(self.store, login)
@@ -184,7 +220,6 @@ class PasswordBook:
         if newest is not None and last_tag is None:  # issued before the tags
             with contextlib.suppress(ValueError):
                 last_code = self.sealer.open(newest.secret, b"otp").decode()
-        n = self.cfg.length
         while True:
             code = "".join(secrets.choice("0123456789") for _ in range(n))
             tag = self.sealer.tag(code.encode())
@@ -208,7 +243,8 @@ class PasswordBook:
         ops: list[Op] = []
         actives: list[Password] = []
         issued: list[Password] = []
-        lifetime = self.cfg.max_lifetime_seconds
+        cfg = self.cfg  # one config for the whole check, whatever a reload does meanwhile
+        lifetime = cfg.max_lifetime_seconds
         live = await self.live(login)
         if live and await self.blocked(login) is not None:
             # Blocked while a password was live (`numbers block` expires them; this
@@ -247,7 +283,8 @@ class PasswordBook:
         if capped is not None:
             # Past the guess budget: nothing more is compared. What was compared (a
             # password bound to this very device) still counts.
-            await self._wrong([pw for pw in actives if pw.device == device], now, ops)
+            await self._wrong([pw for pw in actives if pw.device == device], now, ops,
+                              cfg.max_attempts)
             return Checked(None, capped.reason, ops, values=capped.values)
         for pw in issued:
             if matches(pw.code):
@@ -255,7 +292,7 @@ class PasswordBook:
                 return Checked(pw, "", ops, claimed=True)
         live = actives + issued
         ops += self.guesses.add(guess_keys, now)
-        if await self._wrong(live, now, ops):
+        if await self._wrong(live, now, ops, cfg.max_attempts):
             return Checked(None, "too_many_attempts", ops)
         if live:
             # A live password and a wrong code (or another device): "wrong password",
@@ -268,11 +305,12 @@ class PasswordBook:
             return Checked(None, "number_blocked", ops)
         return Checked(None, "password_expired", ops)
 
-    async def _wrong(self, passwords: list[Password], now: float, ops: list[Op]) -> bool:
+    async def _wrong(self, passwords: list[Password], now: float, ops: list[Op],
+                     max_attempts: int) -> bool:
         """One wrong try against each, committed with ``ops``; `max_attempts` burns it
         (Rules §7), a bound one included: its session ends with it. True when this
         try burned one."""
-        counts = [stored.count_wrong(pw.id, self.cfg.max_attempts, now) for pw in passwords]
+        counts = [stored.count_wrong(pw.id, max_attempts, now) for pw in passwords]
         if not counts:
             await self.store.write(ops)
             return False
@@ -287,15 +325,15 @@ class PasswordBook:
         return bool(burned)
 
     async def claim(self, pw: Password, *, device: str | None, nas: str, nas_address: str,
-                    now: float) -> bool:
+                    now: float, cfg: OtpConfig | None = None) -> bool:
         """First success: bind to the device and NAS (Rules §7-§8), once, in the
         database: False when another request (any node) claimed, burned or ended it
         first."""
         token = CLASS_PREFIX + secrets.token_hex(12)
         (rows,) = await self.store.run([stored.claim(
             id=pw.id, device=device, nas=nas, nas_address=nas_address, class_token=token,
-            max_attempts=self.cfg.max_attempts, now=now,
-            born_after=now - self.cfg.max_lifetime_seconds)])
+            max_attempts=(cfg or self.cfg).max_attempts, now=now,
+            born_after=now - (cfg or self.cfg).max_lifetime_seconds)])
         if not rows:
             return False
         pw.state = "active"
@@ -335,4 +373,6 @@ class PasswordBook:
             pw = self.password(r, open_code=False)
             assert pw is not None
             ops += self.expire(pw, now, "ttl" if r.state == "issued" else "max_lifetime")
-        return ops + prune_limits(now) + [challenges.prune(now)]
+        old = dt.datetime.fromtimestamp(now - BUDGET_DAYS_KEPT * DAY, dt.UTC).date()
+        return ops + prune_limits(now) + [challenges.prune(now),
+                                          budgets.prune(old.isoformat())]

@@ -72,7 +72,7 @@ class Exchange:
 
 def supervise(n: int, run_worker: Callable[[int], int],
               clock: Callable[[], float] = time.monotonic) -> int:
-    """Fork `n` workers running `run_worker(index)`; pass SIGTERM/SIGINT on; restart a
+    """Fork `n` workers running `run_worker(index)`; pass SIGTERM/SIGINT/SIGHUP on; restart a
     worker that dies unasked; return 0 when all stopped cleanly after a signal, else
     the first non-zero status seen at shutdown."""
     children: dict[int, int] = {}  # pid -> slot
@@ -85,6 +85,7 @@ def supervise(n: int, run_worker: Callable[[int], int],
         if pid == 0:  # the worker: default signal handling, then the server
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve() takes it
             code = 1
             try:
                 code = run_worker(slot)
@@ -102,7 +103,14 @@ def supervise(n: int, run_worker: Callable[[int], int],
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def hangup(signum: int, _frame: FrameType | None) -> None:
+        """SIGHUP (radiusd.reload): every worker reads the config again."""
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
     try:
         for slot in range(n):
             if stopping:

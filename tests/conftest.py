@@ -57,7 +57,7 @@ def require_peer(executable: str, package: str) -> str:
 # Suites that run against both stores (issue 12 item 6): the same tests, the same
 # assertions, once on SQLite and once on a fresh PostgreSQL database.
 BOTH_STORES = {"test_otp_accounting", "test_otp_login", "test_otp_limits", "test_journal",
-               "test_admin_cli", "test_otp_request"}
+               "test_admin_cli", "test_otp_request", "test_venues"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

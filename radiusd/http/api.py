@@ -209,7 +209,8 @@ async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response
     if busy > 0:
         counters.otp["api_busy"] += 1
         return _refused("busy", messages.text("busy", lang), busy)
-    factor = NAS_FACTOR if server.clients.find(ip) is not None else 1
+    nas = server.clients.find(ip)  # a hotspot's users reach us through its NAT
+    factor = NAS_FACTOR if nas is not None else 1
     wait = limits.check(ip, now, factor)
     if wait > 0:
         counters.otp["ip_limit"] += 1
@@ -221,7 +222,7 @@ async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response
     try:
         result = await server.auth.request_password(
             text, device=normalise_mac(body.get("device")), nas=None, now=now,
-            language=lang)
+            language=lang, client=nas.name if nas is not None else None)
     except BaseException:
         limits.release(now)
         raise
@@ -347,6 +348,7 @@ async def metrics_page(request: web.Request) -> web.Response:
     text += metrics.render_bounds(request.app[COUNTERS], request.app[GUARD], server.health,
                                   server.sms, await sms_waiting(server))
     text += metrics.render_limits(own.sms_refused, own.guess_refused)
+    text += metrics.render_venues(own.venues, [v.name for v in server.config.venues])
     text += metrics.render_disconnects(server.disconnector.samples(),
                                        server.session_end.no_accounting)
     return web.Response(text=text, content_type="text/plain",

@@ -110,12 +110,14 @@ class Figures:
     latency: dict[str, Histogram] = field(default_factory=dict)
     sms_refused: Counter[str] = field(default_factory=Counter)
     guess_refused: Counter[str] = field(default_factory=Counter)
+    venues: Counter[str] = field(default_factory=Counter)  # "VENUE\tWHAT" (venue_figures)
 
     def add(self, other: Figures) -> None:
         for mine, theirs in ((self.counts, other.counts), (self.dropped, other.dropped),
                              (self.replies, other.replies),
                              (self.sms_refused, other.sms_refused),
-                             (self.guess_refused, other.guess_refused)):
+                             (self.guess_refused, other.guess_refused),
+                             (self.venues, other.venues)):
             mine.update(theirs)  # type: ignore[arg-type]
         for port, hist in other.latency.items():
             into = self.latency.setdefault(port, Histogram(hist.buckets))
@@ -129,7 +131,8 @@ class Figures:
                 "latency": {p: {"buckets": list(h.buckets), "counts": h.counts,
                                 "count": h.count, "sum": h.sum}
                             for p, h in self.latency.items()},
-                "sms_refused": self.sms_refused, "guess_refused": self.guess_refused}
+                "sms_refused": self.sms_refused, "guess_refused": self.guess_refused,
+                "venues": self.venues}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Figures:
@@ -141,7 +144,7 @@ class Figures:
         return cls(Counter(data.get("counts", {})), Counter(data.get("dropped", {})),
                    Counter({(p, c, code): v for p, c, code, v in data.get("replies", [])}),
                    latency, Counter(data.get("sms_refused", {})),
-                   Counter(data.get("guess_refused", {})))
+                   Counter(data.get("guess_refused", {})), Counter(data.get("venues", {})))
 
 
 def own_figures(stats_counts: Counter[str], stats_dropped: Counter[str],
@@ -342,9 +345,36 @@ def render_limits(sms_refused: Counter[str], guess_refused: Counter[str]) -> str
                     "by the [otp] cap that refused them.")
     refused = sms_refused + guess_refused
     lines += _samples("radiusd_otp_refused_total", (
-        ({"cap": cap.key}, refused.get(cap.key, 0)) for cap in (*SMS_CAPS, *GUESS_CAPS)))
+        ({"cap": key}, refused.get(key, 0))
+        for key in (*(cap.key for cap in (*SMS_CAPS, *GUESS_CAPS)),
+                    "sms_daily_budget")))  # a venue's budget (issue 15)
     return "\n".join(lines) + "\n"
 
+
+
+def render_venues(totals: Counter[str], names: list[str]) -> str:
+    """Issue 15: per venue (the configured names only: a bounded label set), logins,
+    SMS its presses queued, and presses refused by reason (a cap key, the daily
+    budget, `daily_time_used`, `resend_wait`...)."""
+    if not names:
+        return ""
+    lines = _family("radiusd_venue_logins_total", "counter",
+                    "Logins (first use of a password) by venue.")
+    lines += _samples("radiusd_venue_logins_total",
+                      (({"venue": v}, totals.get(f"{v}\tlogins", 0)) for v in names))
+    lines += _family("radiusd_venue_sms_total", "counter",
+                     "SMS queued by Get-password presses, by venue.")
+    lines += _samples("radiusd_venue_sms_total",
+                      (({"venue": v}, totals.get(f"{v}\tsms", 0)) for v in names))
+    lines += _family("radiusd_venue_refused_total", "counter",
+                     "Get-password presses and logins refused, by venue and reason.")
+    known = set(names)
+    refused = sorted((k.split("\t", 1)[0], k.split("\t", 1)[1].removeprefix("refused:"), n)
+                     for k, n in totals.items()
+                     if "\trefused:" in k and k.split("\t", 1)[0] in known)
+    lines += _samples("radiusd_venue_refused_total",
+                      (({"venue": v, "reason": r}, n) for v, r, n in refused))
+    return "\n".join(lines) + "\n"
 
 
 def render_disconnects(samples: list[tuple[str, dict[str, str], int]],

@@ -2,6 +2,12 @@
 
 A request is matched on its source address, most specific network first, as
 FreeRADIUS's `client` sections are. Results are cached per address.
+
+The match is a longest-prefix match whose cost does not grow with the number of
+entries (issue 15: 10,000 `[[clients]]`): the networks are kept in one dict per
+prefix length (network address as an integer -> client), and an address is looked
+up once per prefix length in use, longest first: at most 33 lookups for IPv4 and
+129 for IPv6 however many clients there are, a handful in practice.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ class Client:
     # cannot pick a neighbouring address. Persisted by name (`store.clients`), so a
     # restart does not re-arm it: `ClientTable.restore` at start, `latch` once.
     ma_latched: bool = False
+    # Which attributes carry a venue's rate limit to it (radiusd.venues.rate_attributes).
+    vendor: str = "none"
 
     def requires_message_authenticator(self) -> bool:
         if self.require_message_authenticator == "auto":
@@ -53,7 +61,8 @@ def normalise_address(host: str) -> str:
 
 class ClientTable:
     def __init__(self, configs: list[ClientConfig]) -> None:
-        entries: list[tuple[IPNetwork, Client]] = []
+        # (version) -> [(prefix length, {network as int: client})], longest first.
+        by_length: dict[int, dict[int, dict[int, Client]]] = {4: {}, 6: {}}
         self.clients: list[Client] = []
         for c in configs:
             client = Client(
@@ -61,14 +70,21 @@ class ClientTable:
                 secret=c.secret.encode(),
                 require_message_authenticator=c.require_message_authenticator,
                 otp_request=c.otp_request,
+                vendor=c.vendor,
             )
             self.clients.append(client)
             if c.radsec:
                 continue  # RFC 6614: TLS only, found by certificate (radius/radsec.py)
-            entries.extend((net, client) for net in c.networks())
+            for net in c.networks():
+                # The first entry listed for a network answers (Config.warnings says so).
+                by_length[net.version].setdefault(net.prefixlen, {}).setdefault(
+                    int(net.network_address), client)
         # Most specific first: a /32 entry wins over the /24 it sits in.
-        entries.sort(key=lambda e: e[0].prefixlen, reverse=True)
-        self._entries = entries
+        self._lengths = {
+            version: [(plen, (1 << (32 if version == 4 else 128)) - (1 << ((32 if version == 4
+                                                                            else 128) - plen)),
+                       nets) for plen, nets in sorted(lengths.items(), reverse=True)]
+            for version, lengths in by_length.items()}
         self._cache: dict[str, Client | None] = {}
         self.on_latch: Callable[[Client], None] = lambda client: None
 
@@ -98,9 +114,10 @@ class ClientTable:
         except ValueError:
             ip = None
         if ip is not None:
-            for net, client in self._entries:
-                if ip.version == net.version and ip in net:
-                    found = client
+            value = int(ip)
+            for _, mask, nets in self._lengths[ip.version]:
+                found = nets.get(value & mask)
+                if found is not None:
                     break
         if len(self._cache) > 65536:  # bounded: a spoofed flood must not grow it forever
             self._cache.clear()

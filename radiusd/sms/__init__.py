@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from radiusd.config import ConfigError, SmsConfig
+from radiusd.config import ConfigError, SmsConfig, SmsProviderConfig
 
 Status = Literal["sent", "retry", "failed"]
 
@@ -25,7 +25,9 @@ class SendResult:
 class SmsProvider(Protocol):
     name: str
 
-    async def send(self, to: str, text: str) -> SendResult: ...
+    # ``sender``: a venue's sender name or number (radiusd.venues); "": the provider's
+    # own from its config section.
+    async def send(self, to: str, text: str, sender: str = "") -> SendResult: ...
 
     async def close(self) -> None: ...
 
@@ -37,8 +39,9 @@ def mask(number: str) -> str:
     return number[:5] + "***" + number[-2:]
 
 
-def build_provider(config: SmsConfig) -> SmsProvider:
-    """The provider `[sms] provider` names, configured from its `[sms.NAME]` section."""
+def build_provider(config: SmsConfig | SmsProviderConfig) -> SmsProvider:
+    """The provider `[sms] provider` names, configured from its `[sms.NAME]` section
+    (or a venue's `[sms.providers.NAME]`, which has the same keys)."""
     kind = config.provider
     if kind == "log":
         from radiusd.sms.log import LogProvider

@@ -1,6 +1,7 @@
 """`file` provider: appends one JSON object per message to `[sms.file] path`.
 
-`{"to": "+77011234578", "text": "..."}` one per line, fsynced before "sent" is
+`{"to": "+77011234578", "text": "..."}` one per line (with `"sender"` when a venue
+names one), fsynced before "sent" is
 answered; the file is created with mode 0600 (it holds one-time passwords). For
 trials, tests, and operators whose own tool picks the lines up and sends them.
 """
@@ -22,8 +23,9 @@ class FileProvider:
         self.path = path
         self._lock = asyncio.Lock()
 
-    async def send(self, to: str, text: str) -> SendResult:
-        line = json.dumps({"to": to, "text": text}, ensure_ascii=False) + "\n"
+    async def send(self, to: str, text: str, sender: str = "") -> SendResult:
+        record = {"to": to, "text": text} | ({"sender": sender} if sender else {})
+        line = json.dumps(record, ensure_ascii=False) + "\n"
         async with self._lock:  # lines never interleave
             try:
                 await asyncio.to_thread(self._append, line.encode())

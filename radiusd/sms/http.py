@@ -75,10 +75,10 @@ class HttpProvider:
         self.cfg = cfg
         self._session = Session(cfg.timeout_seconds)
 
-    def request(self, to: str, text: str) -> dict[str, Any]:
+    def request(self, to: str, text: str, sender: str = "") -> dict[str, Any]:
         """What aiohttp is asked to send (method, url and params/json/data)."""
         cfg = self.cfg
-        values = {"to": to, "text": text, "sender": cfg.sender}
+        values = {"to": to, "text": text, "sender": sender or cfg.sender}
         url = fill(cfg.url, {k: quote(v, safe="") for k, v in values.items()})
         out: dict[str, Any] = {"method": cfg.method, "url": url, "headers": dict(cfg.headers)}
         if cfg.body_format == "json":
@@ -88,9 +88,9 @@ class HttpProvider:
             out["params" if cfg.method == "GET" else "data"] = fields
         return out
 
-    async def send(self, to: str, text: str) -> SendResult:
+    async def send(self, to: str, text: str, sender: str = "") -> SendResult:
         try:
-            async with self._session.get().request(**self.request(to, text)) as resp:
+            async with self._session.get().request(**self.request(to, text, sender)) as resp:
                 status = resp.status
                 raw = await resp.text(errors="replace")
         except TimeoutError:

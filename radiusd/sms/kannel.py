@@ -32,17 +32,18 @@ class KannelProvider:
         self.cfg = cfg
         self._session = Session(cfg.timeout_seconds)
 
-    def params(self, to: str, text: str) -> dict[str, str]:
+    def params(self, to: str, text: str, sender: str = "") -> dict[str, str]:
         out = {"username": self.cfg.username, "password": self.cfg.password,
-               "from": self.cfg.sender, "to": to, "text": text}
+               "from": sender or self.cfg.sender, "to": to, "text": text}
         if not is_gsm7(text):
             out |= {"coding": "2", "charset": "UTF-8"}
         return out
 
-    async def send(self, to: str, text: str) -> SendResult:
+    async def send(self, to: str, text: str, sender: str = "") -> SendResult:
         try:
             session = self._session.get()
-            async with session.get(self.cfg.url, params=self.params(to, text)) as resp:
+            async with session.get(self.cfg.url,
+                                   params=self.params(to, text, sender)) as resp:
                 body = (await resp.text(errors="replace")).strip()
                 status = resp.status
         except TimeoutError:

@@ -49,6 +49,8 @@ from radiusd.store.backend import Backend, Op
 log = logging.getLogger("radiusd.sms.outbox")
 
 GiveUp = Callable[[int, float], list[Op]]
+# A row's venue -> the provider and sender that send it (`sms.routes.SmsRoutes`).
+Route = Callable[[str | None], tuple[SmsProvider, str]]
 Row = kept.DueSms | kept.Abandoned
 
 
@@ -60,7 +62,8 @@ class OutboxWorker:
                  concurrency: int = 8, batch: int = 64, send_timeout: float = 30.0,
                  lease_seconds: float = 60.0, backoff_base: float = 2.0,
                  backoff_max: float = 60.0, idle_poll: float = 30.0,
-                 rng: random.Random | None = None, health: Health | None = None) -> None:
+                 rng: random.Random | None = None, health: Health | None = None,
+                 route: Route | None = None) -> None:
         if lease_seconds <= send_timeout:
             raise ValueError("lease_seconds must exceed send_timeout")
         self.store = store
@@ -79,6 +82,7 @@ class OutboxWorker:
         self.rng = rng or random.Random()
         self.counts = {"sent": 0, "retry": 0, "failed": 0, "cancelled": 0}
         self.health = health
+        self.route = route  # None: every SMS through `provider`
         self.descriptor_errors = 0  # EMFILE/ENFILE while sending (for /metrics)
         self._emfile = False
         self._wake = asyncio.Event()
@@ -210,21 +214,24 @@ class OutboxWorker:
             await self.store.write(self._give_up(row, self.clock.now(),
                                                  "body does not open with this key"))
             return
+        provider, sender = (self.provider, "") if self.route is None \
+            else self.route(row.venue)
+        send = provider.send(row.recipient, text, sender) if sender \
+            else provider.send(row.recipient, text)
         try:
-            result = await asyncio.wait_for(self.provider.send(row.recipient, text),
-                                            self.send_timeout)
+            result = await asyncio.wait_for(send, self.send_timeout)
         except TimeoutError:
             result = SendResult("retry", f"no answer from the provider in {self.send_timeout:g} s")
         except Exception as e:  # a provider bug must not kill the worker
             if self.health is None or self.health.ok("sms"):  # a traceback per episode
-                log.exception("SMS provider %s raised", self.provider.name)
+                log.exception("SMS provider %s raised", provider.name)
             detail = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else ""
             result = SendResult("retry", f"provider error: {type(e).__name__}"
                                          + (f": {detail}" if detail else ""))
-        self._report(result, self.clock.now())
+        self._report(result, self.clock.now(), provider.name)
         await self.store.write(self._record(row, result, self.clock.now()))
 
-    def _report(self, result: SendResult, now: float) -> None:
+    def _report(self, result: SendResult, now: float, name: str = "") -> None:
         """Rules §6, never in silence: one episode per outage (Health logs it once),
         ended by the next SMS that goes out."""
         out_of_fds = result.status != "sent" and any(
@@ -239,10 +246,11 @@ class OutboxWorker:
                 self._emfile = False
                 self.health.recovered("descriptors", now)
             return
-        self.health.failed("sms", f"provider {self.provider.name}: {result.detail}"[:300], now)
+        name = name or self.provider.name
+        self.health.failed("sms", f"provider {name}: {result.detail}"[:300], now)
         if out_of_fds:
             self._emfile = True
-            self.health.failed("descriptors", f"SMS provider {self.provider.name}: "
+            self.health.failed("descriptors", f"SMS provider {name}: "
                                               f"{result.detail}"[:300], now)
 
     def _record(self, row: kept.DueSms, result: SendResult, now: float) -> list[Op]:

@@ -180,7 +180,7 @@ class SmppProvider:
         self._concat_ref = random.randrange(256)
         self._closed = False
 
-    async def send(self, to: str, text: str) -> SendResult:
+    async def send(self, to: str, text: str, sender: str = "") -> SendResult:
         try:
             session = await self._bound()
         except LinkDown as e:
@@ -195,7 +195,8 @@ class SmppProvider:
                 esm_class, payload = p.ESM_UDHI, concat_udh(self._concat_ref, total, i) + part
             async with self._window:
                 await self._wait_throttle()
-                pdu = p.submit_sm(session.next_seq(), self.cfg.source_addr, to, payload,
+                pdu = p.submit_sm(session.next_seq(), sender or self.cfg.source_addr, to,
+                                  payload,
                                   data_coding=enc.data_coding, esm_class=esm_class,
                                   registered_delivery=1 if self.cfg.bind == "transceiver" else 0)
                 try:

@@ -8,7 +8,10 @@ promises, so policy code is typed against `Backend` and never asks which one it 
   order, and the call returns once they are durable; an op that fails (a constraint)
   fails only its own `write`, never its neighbours' in the batch.
 - `run(ops)`: the same, and it returns, for each op in order, the rows it returned
-  (RETURNING), as a list (empty for statements that return none).
+  (RETURNING), as a list (empty for statements that return none). With
+  ``guard=True`` the first op is a guard: when it returns no row, the others are
+  not run (their results are empty lists), all inside the one transaction (a venue's
+  SMS budget, `store.budgets`).
 - `fetchall`/`fetchone`: one read on its own connection; `slow=True` marks a read
   no RADIUS answer waits for, which may never take the last free connection.
 - `ok`/`health`: whether the database can commit now (`radiusd.health`: while it
@@ -63,7 +66,7 @@ class Backend(Protocol):
 
     async def write(self, ops: list[Op]) -> None: ...
 
-    async def run(self, ops: list[Op]) -> list[list[Any]]: ...
+    async def run(self, ops: list[Op], *, guard: bool = False) -> list[list[Any]]: ...
 
     async def fetchall(self, sql: str, params: Sequence[Any] = (), *,
                        slow: bool = False) -> Sequence[Any]: ...

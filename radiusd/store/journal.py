@@ -43,7 +43,7 @@ _CURRENT_COLUMNS = (
     "j.id AS id, j.opened_at AS opened_at, j.voucher_login AS voucher_login, "
     + ", ".join(_latest(f) for f in FIELDS)
     + ", (SELECT COUNT(*) FROM journal_events e WHERE e.journal_id = j.id"
-    " AND e.event = 'correct') AS corrections"
+    " AND e.event = 'correct') AS corrections, j.venue AS venue"
 )
 CURRENT = f"SELECT {_CURRENT_COLUMNS} FROM journal j"
 _ENTRY = f"SELECT * FROM ({CURRENT}) AS entry WHERE id = ?"
@@ -53,8 +53,8 @@ _EVENTS = ("SELECT id, journal_id, at, actor, event, detail FROM journal_events"
 _EVENT = ("INSERT INTO journal_events (journal_id, at, actor, event, detail)"
           " VALUES (?, ?, ?, ?, ?)")
 _OPEN = ("INSERT INTO journal (surname, name, patronymic, computer, document_type,"
-         " document_number, opened_at, started_at, ended_at, voucher_login)"
-         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) RETURNING id")
+         " document_number, opened_at, started_at, ended_at, voucher_login, venue)"
+         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?) RETURNING id")
 _LOGIN_TAKEN = ("SELECT 1 FROM passwords WHERE login = ? UNION ALL"
                 " SELECT 1 FROM journal WHERE voucher_login = ? LIMIT 1")
 # Per voucher Accounting-Start / end of its password: along `journal_events_entry`.
@@ -93,6 +93,7 @@ class Entry:
     opened_at: float
     voucher_login: str | None
     corrections: int
+    venue: str | None = None  # issue 15: where (a [[venues]] name), when venues exist
 
     @property
     def full_name(self) -> str:
@@ -109,7 +110,7 @@ class Event:
     detail: dict[str, Any]
 
 
-_NAMES = ("id", "opened_at", "voucher_login", *FIELDS, "corrections")
+_NAMES = ("id", "opened_at", "voucher_login", *FIELDS, "corrections", "venue")
 
 
 def _entry(row: Sequence[Any]) -> Entry:
@@ -141,10 +142,10 @@ def event(journal_id: int, at: float, actor: str, kind: str, detail: dict[str, A
 
 
 def open_entry(conn: SyncConnection, fields: dict[str, str], at: float,
-               voucher_login: str | None) -> int:
+               voucher_login: str | None, venue: str | None = None) -> int:
     """The entry as first written (`fields`: every one of `TEXT_FIELDS`); its id."""
     row = conn.execute(_OPEN, (*(fields[f] for f in TEXT_FIELDS), at, at,
-                               voucher_login)).fetchone()
+                               voucher_login, venue)).fetchone()
     return int(row[0])
 
 

@@ -372,6 +372,37 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX disconnect_handoffs_queued ON disconnect_handoffs(queued_at);
     """,
+    # 13: venues (issue 15). An SMS remembers the venue whose provider, sender and text
+    # it takes (NULL: the top-level [sms]); a venue's `sms_daily_budget` is one row per
+    # venue and calendar day, reserved by the press's own transaction
+    # (`store.budgets.reserve`); what each venue did per day (`store.venue_days`, for
+    # `radiusd venues report`); the venue of each journal entry (Rules §10).
+    # portable: run as-is on PostgreSQL too
+    """
+    ALTER TABLE sms_outbox ADD COLUMN venue TEXT;
+    ALTER TABLE journal ADD COLUMN venue TEXT;
+    CREATE TABLE sms_budget (
+        venue       TEXT NOT NULL,
+        day         TEXT NOT NULL,
+        sent        INTEGER NOT NULL,
+        PRIMARY KEY (venue, day)
+    );
+    CREATE TABLE venue_days (
+        venue       TEXT NOT NULL,
+        day         TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        value       BIGINT NOT NULL,
+        PRIMARY KEY (venue, day, name)
+    );
+    CREATE INDEX venue_days_day ON venue_days(day);
+    CREATE TABLE venue_numbers (
+        venue       TEXT NOT NULL,
+        day         TEXT NOT NULL,
+        number_tag  TEXT NOT NULL,        -- keyed tag of the number, never the number
+        PRIMARY KEY (venue, day, number_tag)
+    );
+    CREATE INDEX venue_numbers_day ON venue_numbers(day);
+    """,
 ]
 
 

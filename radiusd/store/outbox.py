@@ -23,7 +23,7 @@ from radiusd.store.backend import PG_FORMS, Backend, Op
 # died before its SMS left makes the SMS useless: `cancel`).
 _DUE = """
 SELECT o.id, o.password_id, o.recipient, o.body, o.created_at, o.attempts,
-       p.state AS password_state
+       p.state AS password_state, o.venue
 FROM sms_outbox o LEFT JOIN passwords p ON p.id = o.password_id
 WHERE o.state = 'queued' AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at LIMIT ?
 """
@@ -105,6 +105,7 @@ class DueSms(NamedTuple):
     created_at: float
     attempts: int
     password_state: str | None  # None: its password is gone
+    venue: str | None = None  # whose provider and sender (radiusd.venues); None: [sms]
 
 
 class Abandoned(NamedTuple):

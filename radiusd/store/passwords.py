@@ -88,8 +88,8 @@ WHERE id = ? AND state != 'expired'
 # same transaction as the password).
 _QUEUE_SMS = """
 INSERT INTO sms_outbox (id, password_id, recipient, body, created_at, state, attempts,
-    next_attempt_at)
-VALUES (?, ?, ?, ?, ?, 'queued', 0, ?)
+    next_attempt_at, venue)
+VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?)
 """
 
 
@@ -250,9 +250,11 @@ def expire_by_id(password_id: int, at: float, reason: str) -> Op:
     return (_EXPIRE_BY_ID, (at, reason, password_id))
 
 
-def queue_sms(*, id: int, password_id: int, recipient: str, body: bytes, at: float) -> Op:
-    """Rules §6: the password's SMS, queued with it, due now."""
-    return (_QUEUE_SMS, (id, password_id, recipient, body, at, at))
+def queue_sms(*, id: int, password_id: int, recipient: str, body: bytes, at: float,
+              venue: str = "") -> Op:
+    """Rules §6: the password's SMS, queued with it, due now; ``venue`` names whose
+    provider and sender send it ("": the top-level [sms], radiusd.venues)."""
+    return (_QUEUE_SMS, (id, password_id, recipient, body, at, at, venue or None))
 
 
 # Rules §8 without accounting (issue 13): accounting's first word about a password
@@ -313,7 +315,7 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
     ("passwords.expire_at_nas", _EXPIRE_AT_NAS, (0.0, "nas-reboot", "nas", "10.0.0.1")),
     ("passwords.expire_by_class", _EXPIRE_BY_CLASS, (0.0, "stop", "rd1.x")),
     ("passwords.expire_by_id", _EXPIRE_BY_ID, (0.0, "sms_failed", 1)),
-    ("passwords.queue_sms", _QUEUE_SMS, (1, 1, "+77010000000", b"x", 0.0, 0.0)),
+    ("passwords.queue_sms", _QUEUE_SMS, (1, 1, "+77010000000", b"x", 0.0, 0.0, None)),
     ("passwords.live_voucher", _LIVE_VOUCHER, ("pc-7-abc",)),
     ("passwords.seen_by_class", _SEEN_BY_CLASS, (0.0, "rd1.x")),
     ("passwords.seen_by_login", _SEEN_BY_LOGIN, (0.0, "+77010000000", "aabbccddeeff")),

@@ -138,6 +138,7 @@ class _Pending:
     ops: list[Op]
     done: asyncio.Future[list[list[Any]]]
     rows: bool  # `run`: return what each op returned
+    guard: bool = False  # `run(guard=True)`: the rest only when the first op returned rows
     result: list[list[Any]] = field(default_factory=list)
 
 
@@ -228,21 +229,23 @@ class PgStore:
         if ops:
             await self._submit(ops, rows=False)
 
-    async def run(self, ops: list[Op]) -> list[list[Any]]:
+    async def run(self, ops: list[Op], *, guard: bool = False) -> list[list[Any]]:
         """Run ``ops`` in the same group commit as `write` and return, for each op in
         order, the rows it returned (RETURNING), as a list (empty for statements that
-        return none)."""
+        return none). ``guard``: the first op decides whether the others run
+        (`backend`)."""
         if not ops:
             return []
-        return await self._submit(ops, rows=True)
+        return await self._submit(ops, rows=True, guard=guard)
 
-    async def _submit(self, ops: list[Op], rows: bool) -> list[list[Any]]:
+    async def _submit(self, ops: list[Op], rows: bool, guard: bool = False
+                      ) -> list[list[Any]]:
         if self._task is None:
             raise RuntimeError("store is closed")
         if self._writer is None:  # reconnecting: the request gets no answer
             raise StoreError(f"PostgreSQL is unreachable: {self.health.reason('store')}")
         fut: asyncio.Future[list[list[Any]]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(ops, fut, rows))
+        self._queue.put_nowait(_Pending(ops, fut, rows, guard=guard))
         return await fut
 
     async def fetchall(self, sql: str, params: Sequence[Any] = (), *,
@@ -336,6 +339,9 @@ class PgStore:
                 await _execute(conn, run)
                 run = []
                 for sql, params in p.ops:
+                    if p.guard and p.result and not p.result[0]:
+                        p.result.append([])  # the guard returned nothing: not run
+                        continue
                     p.result.append(list(await conn.fetch(translate(sql), *params)))
             await _execute(conn, run)
         self.writes += sum(len(p.ops) for p in batch)

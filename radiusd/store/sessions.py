@@ -238,6 +238,30 @@ async def live_at_nas(db: Backend, nas: str) -> list[LiveSession]:
     return _live(list(await db.fetchall(_LIVE_AT_NAS, (nas,))))
 
 
+class Spent(NamedTuple):
+    """One session of a number: where, when, and how long (a venue's
+    `daily_time_seconds`, radiusd.venues.time_left)."""
+
+    nas: str
+    started_at: float
+    stopped_at: float | None
+    session_time: int
+
+
+# A venue's daily time (issue 15): the number's sessions that began since a moment,
+# along `sessions_login` (one number's own few rows, never the table's history).
+_SPENT = """
+SELECT nas, started_at, stopped_at, session_time FROM sessions
+WHERE login = ? AND started_at >= ?
+"""
+
+
+async def spent(db: Backend, login: str, since: float) -> list[Spent]:
+    """The sessions of `login` that started at or after `since`."""
+    return [Spent(str(r[0]), float(r[1]), None if r[2] is None else float(r[2]), int(r[3]))
+            for r in await db.fetchall(_SPENT, (login, since))]
+
+
 def record_disconnect(unique_id: str, at: float, answer: str, error_cause: int | None,
                       detail: str) -> Op:
     """What the NAS answered the last Disconnect-Request about this session."""
@@ -250,6 +274,7 @@ HOT: list[tuple[str, str, tuple[Any, ...]]] = [
      ("u", "+77010000000", None, "nas", "10.0.0.1", "s", None, 0.0, 0.0, None, 0, 0, 0, 0, 0,
       None, None, None)),
     ("sessions.retire", _RETIRE, ("u",)),
+    ("sessions.spent", _SPENT, ("+77010000000", 0.0)),
     ("sessions.close_lost_stop", _CLOSE_LOST_STOP, ("u",)),
     ("sessions.close_stale", _CLOSE_STALE, ("u",)),
     ("sessions.close_stale_sessions", _CLOSE_ALL_STALE, (0.0,)),

@@ -380,6 +380,7 @@ class _Pending:
     ops: list[Op]
     done: asyncio.Future[None] | None  # None: the health probe, which nobody awaits
     rows: list[list[Any]] | None = None  # `run`: what each op returned (RETURNING)
+    guard: bool = False  # `run(guard=True)`: the rest only when the first op returned rows
 
 
 class DatabaseGone(OSError):
@@ -576,7 +577,7 @@ class Store:
         self._queue.put_nowait(_Pending(ops, fut))
         await fut
 
-    async def run(self, ops: list[Op]) -> list[list[Any]]:
+    async def run(self, ops: list[Op], *, guard: bool = False) -> list[list[Any]]:
         """Run ``ops`` in the same group commit as `write` (one transaction shared with
         other writers) and return, for each op in order, the rows it returned
         (RETURNING), as a list (empty for statements that return none). Rows support
@@ -587,7 +588,7 @@ class Store:
         if self._task is None:
             raise RuntimeError("store is closed")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending = _Pending(ops, fut, [])
+        pending = _Pending(ops, fut, [], guard)
         self._queue.put_nowait(pending)
         await fut
         assert pending.rows is not None
@@ -799,6 +800,9 @@ class Store:
                 plain = []
                 got: list[list[Any]] = []
                 for sql, params in p.ops:
+                    if p.guard and got and not got[0]:
+                        got.append([])  # the guard returned nothing: not run
+                        continue
                     cur = conn.cursor()
                     cur.row_factory = sqlite3.Row
                     try:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,9 @@ class SimulatedNAS:
     timeout: float = 1.0
     retries: int = 2
     message_authenticator: bool = True
+    # The local address to send from (e.g. "127.0.0.2": another client on loopback);
+    # None: whatever the kernel picks.
+    source: str | None = None
     dictionary: Dictionary = field(default_factory=lambda: _dictionary())
     _ids: int = field(default_factory=lambda: secrets.randbelow(256))
     _session_counter: int = 0
@@ -175,7 +179,7 @@ class SimulatedNAS:
         address = self.acct_address if acct else self.auth_address
         assert address is not None, "no accounting address configured"
         raw = data if data is not None else self.encode(pkt)
-        stream = await asyncio_dgram.connect(address)
+        stream = await self._connect(address)
         try:
             for attempt in range(1, self.retries + 2):
                 await stream.send(raw)
@@ -187,6 +191,20 @@ class SimulatedNAS:
             raise NoReply(f"no reply from {address} after {self.retries + 1} attempts")
         finally:
             stream.close()
+
+    async def _connect(self, address: tuple[str, int]) -> Any:
+        if self.source is None:
+            return await asyncio_dgram.connect(address)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.source else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.source, 0))
+            sock.connect(address)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio_dgram.from_socket(sock)
 
     async def _await_reply(self, stream: asyncio_dgram.aio.DatagramClient, raw: bytes) -> bytes:
         loop = asyncio.get_running_loop()
@@ -212,7 +230,7 @@ class SimulatedNAS:
         """Send arbitrary bytes once; return whatever comes back within ``wait``."""
         address = self.acct_address if acct else self.auth_address
         assert address is not None
-        stream = await asyncio_dgram.connect(address)
+        stream = await self._connect(address)
         try:
             await stream.send(data)
             try:
