@@ -167,7 +167,11 @@ def test_export_round_trip_csv_and_json(cli: Cli) -> None:
 
 
 def test_export_filters(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
-    now = time.time()
+    # Yesterday 22:00 local: the entries (10 to 8 hours before) fall on one day whatever
+    # the hour the test runs (from time.time() they straddled midnight from 08:00 to
+    # 10:00 local).
+    now = datetime.now().replace(hour=22, minute=0, second=0, microsecond=0).timestamp() \
+        - 24 * HOUR
     _fill(cli, now)
 
     def ids(*args: str) -> list[int]:
