@@ -32,6 +32,7 @@ from radiusd.store import retention as kept
 from radiusd.store.backend import SyncConnection
 from radiusd.store.journal import transaction
 
+DAY = 86400.0
 BATCH = 2000  # rows in a step at most
 FEWEST = 100  # rows in a step at least: tiny steps rewrite the same index pages again
 #               and again (each step's pages go to the WAL and back), which costs more
@@ -47,6 +48,7 @@ SHARE = 0.25  # of the time: a step, with its checkpoint, then three times as lo
 
 # What `radiusd purge` prints for each table it sweeps after the journal.
 _WHAT = {"sessions": "sessions", "passwords": "passwords", "sms_outbox": "sms messages"}
+VENUE_FIGURES = "venue figures"  # `radiusd venues report`'s rows (issue 15), per venue and day
 
 Step = Callable[[str, int], None]
 
@@ -86,7 +88,7 @@ def purge(conn: SyncConnection, cutoff: float, *, dry_run: bool = False,
     they take longer than `target` seconds to delete; `on_step(what, rows)` is called
     after each step is committed."""
     counts = {"journal events": 0, "journal entries": 0, "sessions": 0, "passwords": 0,
-              "sms messages": 0}
+              "sms messages": 0, VENUE_FIGURES: 0}
     # No fsync per step (a lost step is simply done again), pages zeroed, and each
     # step's pages checkpointed after it, off the lock (`_done`), not in COMMIT.
     with kept.purging(conn):
@@ -120,6 +122,17 @@ def purge(conn: SyncConnection, cutoff: float, *, dry_run: bool = False,
                 counts[what] += n
                 _done(on_step, what, n, took[0], dry_run, pause, sleep, clock, conn)
                 if key is None:
+                    break
+        # A day ended before the cutoff is done with (a day early, for the timezones).
+        before_day = time.strftime("%Y-%m-%d", time.gmtime(cutoff - DAY))
+        for table in kept.VENUE_TABLES:
+            day: tuple[str, str] | None = None
+            while True:
+                with _step(conn, dry_run, clock) as took:
+                    n, day = kept.venue_day_step(conn, table, before_day, day, dry_run)
+                counts[VENUE_FIGURES] += n
+                _done(on_step, VENUE_FIGURES, n, took[0], dry_run, pause, sleep, clock, conn)
+                if day is None:
                     break
         if not dry_run:
             kept.checkpoint(conn)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def fill_conn(db: SyncConnection, seed: int = 5) -> None:
     db.executemany("INSERT INTO sms_outbox (id, password_id, recipient, body, created_at,"
                    " state, next_attempt_at) VALUES (?, ?, '+77012345678', ?, ?, ?, 0)",
                    [(i, p, b"\0", c, st) for i, p, c, st in sms])
+    for d in range(0, 40, 3):  # venues' figures per day (issue 15), across the cutoff
+        day = time.strftime("%Y-%m-%d", time.gmtime(T0 + d * DAY))
+        db.execute("INSERT INTO venue_days (venue, day, name, value) VALUES ('cafe', ?,"
+                   " 'logins', ?)", (day, d))
+        db.execute("INSERT INTO venue_numbers (venue, day, number_tag) VALUES ('cafe', ?,"
+                   " ?)", (day, f"t{d}"))
 
 
 def snapshot(path: Path) -> list[list[tuple[object, ...]]]:
@@ -102,6 +109,10 @@ def one_big_delete(path: Path) -> dict[str, int]:
                                (CUTOFF, CUTOFF)).rowcount,
         "sms messages": c.execute("DELETE FROM sms_outbox WHERE state IN ('sent', 'failed',"
                                   " 'cancelled') AND created_at < ?", (CUTOFF,)).rowcount,
+        "venue figures": sum(
+            c.execute(f"DELETE FROM {t} WHERE day < ?",
+                      (time.strftime("%Y-%m-%d", time.gmtime(CUTOFF - DAY)),)).rowcount
+            for t in ("venue_numbers", "venue_days", "sms_budget")),
     }
     c.execute("COMMIT")
     c.close()
@@ -218,7 +229,7 @@ def test_purge_steps_find_their_rows_along_indexes(conn: sqlite3.Connection) -> 
              for row in conn.execute("EXPLAIN QUERY PLAN " + sql)}
     assert not [s for s in steps if s.startswith("SCAN")], steps
     for index in ("journal_span_started", "sessions_begin", "passwords_issued",
-                  "sms_created"):
+                  "sms_created", "venue_days_day", "venue_numbers_day", "sms_budget_day"):
         assert any(index in s for s in steps), index
 
 
@@ -306,3 +317,26 @@ def test_steps_hold_the_lock_for_less_while_a_server_writes(db_path: Path) -> No
     pace.server_writes(False)
     assert (pace.target, pace.fewest, pace.rows) == (retention.TARGET, retention.FEWEST,
                                                      retention.FEWEST)
+
+
+def test_venue_figures_go_by_day_and_venue_before_the_cutoff(tmp_path: Path) -> None:
+    """Issue 15's per-venue, per-day rows (`radiusd venues report`, the daily budget):
+    a day a day before the cutoff's goes, one venue's day per step; later ones stay."""
+    conn = connect_sync(str(tmp_path / "venues.db"))
+    old = time.strftime("%Y-%m-%d", time.gmtime(CUTOFF - 3 * DAY))
+    edge = time.strftime("%Y-%m-%d", time.gmtime(CUTOFF - DAY))
+    for day in (old, edge):
+        for venue in ("cafe", "airport"):
+            conn.execute("INSERT INTO venue_days VALUES (?, ?, 'logins', 3)", (venue, day))
+            conn.execute("INSERT INTO sms_budget VALUES (?, ?, 5)", (venue, day))
+            for tag in ("t1", "t2"):
+                conn.execute("INSERT INTO venue_numbers VALUES (?, ?, ?)", (venue, day, tag))
+    steps: list[tuple[str, int]] = []
+    assert retention.purge(conn, CUTOFF, dry_run=True)["venue figures"] == 8
+    counts = retention.purge(conn, CUTOFF, sleep=lambda s: None,
+                             on_step=lambda what, n: steps.append((what, n)))
+    assert counts["venue figures"] == 8
+    assert [n for what, n in steps if what == "venue figures" and n] == [2, 2, 1, 1, 1, 1]
+    for table in ("venue_numbers", "venue_days", "sms_budget"):
+        assert {r[0] for r in conn.execute(f"SELECT DISTINCT day FROM {table}")} == {edge}
+    conn.close()

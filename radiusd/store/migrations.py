@@ -403,6 +403,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX venue_numbers_day ON venue_numbers(day);
     """,
+    # 14: `radiusd purge` finds a venue's budget days along an index, as it does the
+    # other per-day tables' (`store/retention.py`, issue 18).
+    # portable: run as-is on PostgreSQL too
+    """
+    CREATE INDEX sms_budget_day ON sms_budget(day);
+    """,
 ]
 
 

@@ -159,6 +159,38 @@ class WriteWatch:
         return changed
 
 
+# Issue 15's per-venue, per-day tables (migration 13): a day's rows go together, one
+# venue at a time, along their `day` index. Days are local dates ('YYYY-MM-DD').
+VENUE_TABLES = ("venue_numbers", "venue_days", "sms_budget")
+_OLDEST_DAY = {t: f"SELECT day, venue FROM {t} WHERE day < ? ORDER BY day, venue LIMIT 1"
+               for t in VENUE_TABLES}
+_NEXT_DAY = {t: f"SELECT day, venue FROM {t} WHERE day < ?"
+                 " AND (day > ? OR (day = ? AND venue > ?)) ORDER BY day, venue LIMIT 1"
+             for t in VENUE_TABLES}
+_COUNT_DAY = {t: f"SELECT COUNT(*) FROM {t} WHERE day = ? AND venue = ?" for t in VENUE_TABLES}
+_DROP_DAY = {t: f"DELETE FROM {t} WHERE day = ? AND venue = ?" for t in VENUE_TABLES}
+
+
+def venue_day_step(conn: SyncConnection, table: str, before_day: str,
+                   after: tuple[str, str] | None, dry_run: bool
+                   ) -> tuple[int, tuple[str, str] | None]:
+    """One venue's day in `table` (one of `VENUE_TABLES`) before `before_day`, deleted
+    unless `dry_run`. Returns (rows, the (day, venue) it took, or None when none is
+    left). It goes on from `after` (a dry run leaves the rows there)."""
+    if after is None:
+        row = conn.execute(_OLDEST_DAY[table], (before_day,)).fetchone()
+    else:
+        row = conn.execute(_NEXT_DAY[table], (before_day, after[0], after[0],
+                                              after[1])).fetchone()
+    if row is None:
+        return 0, None
+    day, venue = str(row[0]), str(row[1])
+    n = int(conn.execute(_COUNT_DAY[table], (day, venue)).fetchone()[0])
+    if not dry_run:
+        conn.execute(_DROP_DAY[table], (day, venue))
+    return n, (day, venue)
+
+
 def checkpoint_step(conn: SyncConnection) -> None:
     """A step's pages into the database now, by us: the server's own checkpoint
     (after one of its commits) then finds little to copy. PASSIVE never blocks.
