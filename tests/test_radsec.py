@@ -511,3 +511,27 @@ def test_relative_radsec_files_are_relative_to_the_config_file(tmp_path: Path) -
     assert radsec.certificate == str(tmp_path / "tls" / "server.pem")
     assert radsec.private_key == str(tmp_path / "tls" / "server.key")
     assert radsec.ca_file == "/etc/ca.pem"
+
+
+async def test_a_pipelining_nas_may_send_many_requests_before_its_certificate_is_matched(
+    tmp_path: Path, pki: Pki,
+) -> None:
+    """What a NAS sends as soon as TLS is up reaches the connection before the listener
+    has matched its certificate (`opened`): 200 Access-Requests (over 16 kB, one TLS
+    record) are kept, not a reason to close (it was 8 kB: a load generator's 60
+    requests at once got no answer); past `MAX_EARLY` it is closed and counted."""
+    from radiusd.radius.radsec_connection import Connection
+
+    async with radsec_server(radsec_config(tmp_path, pki)) as server:
+        assert server.radsec is not None
+        nas = await RadsecNas.connect(address(server), client_context(pki.ca, pki.nas))
+        raws = [nas.nas.encode(nas.nas.access_request(f"+7701234{i:04d}", password="1"))
+                for i in range(200)]
+        await nas.close()
+        early = Connection(server.radsec, ("127.0.0.1", 1))
+        early.data_received(b"".join(raws))
+        assert sum(map(len, raws)) > 16384 and not early.closed
+        flood = Connection(server.radsec, ("127.0.0.1", 2))
+        flood.data_received(b"\x01" * (server.radsec.MAX_EARLY + 1))
+        assert flood.closed
+        assert server.stats.dropped["radsec.early_overflow"] == 1

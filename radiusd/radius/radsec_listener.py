@@ -102,6 +102,10 @@ class RadsecListener:
     FRAME_SECONDS = 10.0  # a packet begun must be whole within this many seconds
     MAX_PENDING = 256  # requests in progress per connection (one per Identifier)
     MAX_UNSENT = 1 << 20  # replies the peer does not read: past this, closed
+    # Read after the handshake, before the certificate is matched to a client (a NAS
+    # that pipelines sends its requests at once): up to MAX_PENDING packets of 4,096
+    # octets; past this, closed and counted.
+    MAX_EARLY = MAX_PENDING * 4096
     REFUSAL_LOG_INTERVAL = 60.0
     # Open or opening in all: descriptors for the store, SMS and UDP stay free even
     # when NAS on `0.0.0.0/0` addresses are allowed and many addresses connect.
