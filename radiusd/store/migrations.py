@@ -376,7 +376,8 @@ MIGRATIONS: list[str] = [
     # it takes (NULL: the top-level [sms]); a venue's `sms_daily_budget` is one row per
     # venue and calendar day, reserved by the press's own transaction
     # (`store.budgets.reserve`); what each venue did per day (`store.venue_days`, for
-    # `radiusd venues report`); the venue of each journal entry (Rules §10).
+    # `radiusd venues report`); the venue of each journal entry (Rules §10). The
+    # per-day tables have an index on the day: `radiusd purge` goes along it.
     # portable: run as-is on PostgreSQL too
     """
     ALTER TABLE sms_outbox ADD COLUMN venue TEXT;
@@ -402,11 +403,6 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (venue, day, number_tag)
     );
     CREATE INDEX venue_numbers_day ON venue_numbers(day);
-    """,
-    # 14: `radiusd purge` finds a venue's budget days along an index, as it does the
-    # other per-day tables' (`store/retention.py`, issue 18).
-    # portable: run as-is on PostgreSQL too
-    """
     CREATE INDEX sms_budget_day ON sms_budget(day);
     """,
 ]
