@@ -27,7 +27,7 @@ Rows support `r[0]` and `r["column"]` on both.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from radiusd.health import Health
@@ -134,6 +134,46 @@ async def next_batch(queue: asyncio.Queue[T | None], most: int) -> tuple[list[T]
             return batch, True
         batch.append(item)
     return batch, False
+
+
+async def commit_isolated(batch: list[T], transaction: Callable[[list[T]], Awaitable[None]],
+                          down: Callable[[BaseException], bool],
+                          lost: Callable[[BaseException], None],
+                          failed: Callable[[BaseException], None],
+                          settle: Callable[[T, BaseException | None], None]) -> None:
+    """Group commit's failure rule, as both stores' writer applies it: the batch in
+    one `transaction`; when it fails because of one write (a constraint), each
+    writer's ops again in a transaction of their own, so a bad op fails only its own
+    request (`failed` logs it); when the database itself is `down`, `lost` once and
+    every write not yet committed fails. `settle` wakes each writer (None: committed)."""
+    try:
+        await transaction(batch)
+    except Exception as e:
+        if down(e):
+            lost(e)
+            for p in batch:
+                settle(p, e)
+            return
+        if len(batch) == 1:
+            failed(e)
+            settle(batch[0], e)
+            return
+        for i, p in enumerate(batch):
+            try:
+                await transaction([p])
+            except Exception as alone:
+                if down(alone):
+                    lost(alone)
+                    for rest in batch[i:]:
+                        settle(rest, alone)
+                    return
+                failed(alone)
+                settle(p, alone)
+            else:
+                settle(p, None)
+        return
+    for p in batch:
+        settle(p, None)
 
 
 class PointReads:

@@ -45,7 +45,7 @@ import asyncpg
 
 from radiusd.clock import Clock, SystemClock
 from radiusd.health import Health
-from radiusd.store.backend import PG_FORMS, Op, StoreError, next_batch
+from radiusd.store.backend import PG_FORMS, Op, StoreError, commit_isolated, next_batch
 from radiusd.store.pg_migrations import migrate, take_shard
 from radiusd.throttle import LogThrottle
 
@@ -293,35 +293,11 @@ class PgStore:
                 break
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            await self._transaction(batch)
-        except Exception as e:
-            if database_down(e) or self._writer is None:
-                self._lost(e)
-                for p in batch:
-                    _settle(p, error=e)
-                return
-            if len(batch) == 1:
-                self._write_failed(e)
-                _settle(batch[0], error=e)
-                return
-            # One bad write must not fail its neighbours: retry each on its own.
-            for i, p in enumerate(batch):
-                try:
-                    await self._transaction([p])
-                except Exception as e:
-                    if database_down(e) or self._writer is None:
-                        self._lost(e)
-                        for rest in batch[i:]:
-                            _settle(rest, error=e)
-                        return
-                    self._write_failed(e)
-                    _settle(p, error=e)
-                else:
-                    _settle(p)
-            return
-        for p in batch:
-            _settle(p)
+        def down(e: BaseException) -> bool:
+            return database_down(e) or self._writer is None
+
+        await commit_isolated(batch, self._transaction, down, self._lost, self._write_failed,
+                              lambda p, e: _settle(p, error=e))
 
     async def _transaction(self, batch: list[_Pending]) -> None:
         """BEGIN, every op (runs of the same statement pipelined), COMMIT."""

@@ -71,7 +71,7 @@ from typing import Any
 
 from radiusd.clock import Clock, SystemClock
 from radiusd.health import Health
-from radiusd.store.backend import next_batch
+from radiusd.store.backend import commit_isolated, next_batch
 from radiusd.store.migrations import migrate
 from radiusd.throttle import LogThrottle
 
@@ -663,35 +663,8 @@ class Store:
                 break
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            await self._transaction(batch)
-        except Exception as e:
-            if _database_down(e):
-                self._failing(e)
-                for p in batch:
-                    _settle(p, error=True)
-                return
-            if len(batch) == 1:
-                self._write_failed(e)
-                _settle(batch[0], error=True)
-                return
-            # One bad write must not fail its neighbours: retry each on its own.
-            for i, p in enumerate(batch):
-                try:
-                    await self._transaction([p])
-                except Exception as e:
-                    if _database_down(e):
-                        self._failing(e)
-                        for rest in batch[i:]:
-                            _settle(rest, error=True)
-                        return
-                    self._write_failed(e)
-                    _settle(p, error=True)
-                else:
-                    _settle(p)
-            return
-        for p in batch:
-            _settle(p)
+        await commit_isolated(batch, self._transaction, _database_down, self._failing,
+                              self._write_failed, lambda p, e: _settle(p, error=e is not None))
 
     def _failing(self, error: BaseException) -> None:
         """The database cannot commit: once per episode in the log (Health), and a
