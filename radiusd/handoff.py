@@ -68,8 +68,6 @@ class HandoffSender:
     def __init__(self, store: Backend, disconnector: Disconnector, clock: Clock,
                  held: Callable[[], Collection[str]]) -> None:
         self.store, self.disconnector, self.clock, self.held = store, disconnector, clock, held
-        self.sent = 0
-        self.expired = 0
 
     async def run(self) -> None:
         """Until cancelled; a failed look is logged and tried again."""
@@ -88,7 +86,6 @@ class HandoffSender:
         now = self.clock.now()
         (gone,) = await self.store.run([kept.expire(now - TTL_SECONDS)])
         if gone:
-            self.expired += len(gone)
             await self.store.write([disconnect_record(
                 str(r[0]), DisconnectResult(from_json(str(r[2])), "timeout"), now)
                 for r in gone])
@@ -107,6 +104,5 @@ class HandoffSender:
         result = await self.disconnector.disconnect(target, self.clock.now(),
                                                     hand_off=False)
         await self.store.write([disconnect_record(w.unique_id, result, self.clock.now())])
-        self.sent += 1
         return True
 

@@ -224,6 +224,14 @@ class PointReads:
             self._draining = False
 
 
+def point_reads(store: Backend, sql: str, key_index: int) -> PointReads | None:
+    """`PointReads` of `sql` where a read is a round trip (PostgreSQL); None on SQLite,
+    whose reads are local (the caller then reads one key at a time)."""
+    from radiusd.store.postgres import PgStore
+
+    return PointReads(store, sql, key_index) if isinstance(store, PgStore) else None
+
+
 def for_config(database: DatabaseConfig, health: Health, clock: Clock) -> Backend:
     """The store `[database]` names: PostgreSQL with `url`, else the SQLite file."""
     if database.url is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op, PointReads, SyncConnection
+from radiusd.store.backend import Backend, Op, PointReads, SyncConnection, point_reads
 from radiusd.store.quick import QuickReads
 
 _REASON = "SELECT reason FROM blocked_numbers WHERE login = ?"
@@ -32,9 +32,7 @@ class Blocked(NamedTuple):
 def batched(db: Backend) -> PointReads | None:
     """PostgreSQL: the logins' blocked checks made together (`PointReads`), one
     statement per batch instead of a round trip each. None for SQLite."""
-    from radiusd.store.postgres import PgStore
-
-    return PointReads(db, _REASON_ANY, key_index=0) if isinstance(db, PgStore) else None
+    return point_reads(db, _REASON_ANY, key_index=0)
 
 
 async def reason_of(db: Backend, login: str, quick: QuickReads | None = None,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op, PointReads
+from radiusd.store.backend import Backend, Op, PointReads, point_reads
 from radiusd.store.quick import QuickReads
 
 _COLUMNS = (
@@ -123,9 +123,7 @@ def _row(r: Any) -> PasswordRow:
 def batched(db: Backend) -> PointReads | None:
     """PostgreSQL: the logins' reads made together (`PointReads`), one statement per
     batch instead of a round trip each. None for SQLite, whose reads are local."""
-    from radiusd.store.postgres import PgStore
-
-    return PointReads(db, _LIVE_OF_ANY, key_index=1) if isinstance(db, PgStore) else None
+    return point_reads(db, _LIVE_OF_ANY, key_index=1)
 
 
 async def live_of(db: Backend, login: str, quick: QuickReads | None = None,
@@ -161,9 +159,7 @@ async def tag_live(db: Backend, code_tag: str) -> bool:
 
 def batched_by_class(db: Backend) -> PointReads | None:
     """PostgreSQL: the Stops' reads by Class made together (`PointReads`)."""
-    from radiusd.store.postgres import PgStore
-
-    return PointReads(db, _BY_CLASS_ANY, key_index=12) if isinstance(db, PgStore) else None
+    return point_reads(db, _BY_CLASS_ANY, key_index=12)
 
 
 async def by_class(db: Backend, class_token: str,

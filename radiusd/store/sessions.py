@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op, PointReads, SyncConnection
+from radiusd.store.backend import Backend, Op, PointReads, SyncConnection, point_reads
 
 _RECORD = """
 INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
@@ -138,9 +138,7 @@ def close_nas(nas: str, nas_address: str, at: float, now: float, cause: str) -> 
 def batched(db: Backend) -> PointReads | None:
     """PostgreSQL: the Starts' lost-Stop reads made together (`PointReads`), one
     statement per batch instead of a round trip each. None for SQLite."""
-    from radiusd.store.postgres import PgStore
-
-    return PointReads(db, _OPEN_ANY, key_index=0) if isinstance(db, PgStore) else None
+    return point_reads(db, _OPEN_ANY, key_index=0)
 
 
 async def open_session(db: Backend, unique_id: str,
