@@ -521,6 +521,10 @@ class Store:
     def _connect_writer(self) -> sqlite3.Connection:
         conn = connect_sync(self.path, timeout=WRITER_BUSY_SECONDS, same_thread=False)
         conn.execute(f"PRAGMA journal_size_limit = {int(self.wal_limit)}")
+        # Migrated (waiting up to WRITER_BUSY_SECONDS for a command holding the lock);
+        # from now on the writer tries for the lock itself (`_begin`), never in SQLite's
+        # busy handler, and a checkpoint sets its own short wait (`_truncate_wal`).
+        conn.execute("PRAGMA busy_timeout = 0")
         return conn
 
     @property
@@ -734,7 +738,7 @@ class Store:
         try:
             busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(WRITER_BUSY_SECONDS * 1000)}")
+            conn.execute("PRAGMA busy_timeout = 0")  # the writer's own (`_connect_writer`)
         return int(busy), int(frames), int(copied)
 
     def _write_failed(self, error: BaseException) -> None:
@@ -819,20 +823,18 @@ def _begin(conn: sqlite3.Connection) -> None:
     another process holds it (`radiusd purge`'s steps, `radiusd journal`), for up to
     `WRITER_BUSY_SECONDS`. SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25...
     ms between tries, so a batch behind a 10 ms step waited up to 18 ms, and longer
-    each time it lost the race again (issue 18 item 5: requests' p99 during a purge)."""
+    each time it lost the race again (issue 18 item 5: requests' p99 during a purge).
+    The writer's connection has no busy timeout of its own (`Store._connect_writer`),
+    so each try answers at once."""
     deadline = time.monotonic() + WRITER_BUSY_SECONDS
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as e:
-                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                    raise
-            _sleep(LOCK_POLL_SECONDS)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(WRITER_BUSY_SECONDS * 1000)}")
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        _sleep(LOCK_POLL_SECONDS)
 
 
 def _executemany(conn: sqlite3.Connection, ops: list[Op]) -> None:
