@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op, PointReads, point_reads
+from radiusd.store.backend import KEYED, Backend, Op, PointReads, point_reads
 from radiusd.store.quick import QuickReads
 
 _COLUMNS = (
@@ -263,6 +263,10 @@ _SEEN_BY_LOGIN = """
 UPDATE passwords SET acct_seen_at = ?
 WHERE login = ? AND state = 'active' AND device = ? AND acct_seen_at IS NULL
 """
+# Touches only the rows of that login (setting a time once, never a state: no counter
+# trigger fires); other statements reach passwords by id or Class, so they are not
+# keyed, and a request holding one keeps its place (`backend.rounds`).
+KEYED[_SEEN_BY_LOGIN] = lambda params: ("login", params[1])
 _UNSEEN = (f"SELECT {_COLUMNS} FROM passwords"
            " WHERE state = 'active' AND acct_seen_at IS NULL AND claimed_at <= ?")
 _EXPIRE_LIVE_OF = """

@@ -45,7 +45,14 @@ import asyncpg
 
 from radiusd.clock import Clock, SystemClock
 from radiusd.health import Health
-from radiusd.store.backend import PG_FORMS, Op, StoreError, commit_isolated, next_batch
+from radiusd.store.backend import (
+    PG_FORMS,
+    Op,
+    StoreError,
+    commit_isolated,
+    next_batch,
+    rounds,
+)
 from radiusd.store.pg_migrations import migrate, take_shard
 from radiusd.throttle import LogThrottle
 
@@ -307,10 +314,10 @@ class PgStore:
         for p in batch:
             p.result = []
         async with conn.transaction():
-            run: list[Op] = []
+            run: list[list[Op]] = []
             for p in batch:
                 if not p.rows:
-                    run += p.ops
+                    run.append(p.ops)
                     continue
                 await _execute(conn, run)
                 run = []
@@ -365,19 +372,13 @@ class PgStore:
                            "a write failed and was rolled back: %s", reason(error))
 
 
-async def _execute(conn: asyncpg.Connection, ops: list[Op]) -> None:
-    """Ops in order; consecutive ones with the same statement in one pipelined call."""
-    i = 0
-    while i < len(ops):
-        sql = ops[i][0]
-        j = i + 1
-        while j < len(ops) and ops[j][0] == sql:
-            j += 1
-        if j - i == 1:
-            await conn.execute(translate(sql), *ops[i][1])
+async def _execute(conn: asyncpg.Connection, requests: list[list[Op]]) -> None:
+    """Requests' ops, a round trip per statement that requests share (`rounds`)."""
+    for sql, params in rounds(requests):
+        if len(params) == 1:
+            await conn.execute(translate(sql), *params[0])
         else:
-            await conn.executemany(translate(sql), [p for _, p in ops[i:j]])
-        i = j
+            await conn.executemany(translate(sql), params)
 
 
 def _settle(p: _Pending, error: BaseException | None = None) -> None:

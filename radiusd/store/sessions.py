@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op, PointReads, SyncConnection, point_reads
+from radiusd.store.backend import (
+    KEYED,
+    Backend,
+    Op,
+    PointReads,
+    SyncConnection,
+    point_reads,
+)
 
 _RECORD = """
 INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id, framed_ip,
@@ -44,6 +51,10 @@ _RETIRE = """
 UPDATE sessions SET unique_id = unique_id || '/' || id
 WHERE unique_id = ? AND stopped_at IS NOT NULL
 """
+# A Start's, Interim's and Stop's statements touch only the rows of their session id
+# (the retired row's new id has no 32 hex digits after its last ':', so no request's
+# id is ever it): requests for different sessions commute (`backend.rounds`).
+KEYED[_RECORD] = KEYED[_RETIRE] = lambda params: ("session", params[0])
 _CLOSE_LOST_STOP = """
 UPDATE sessions SET stopped_at = updated_at, terminate_cause = 'Lost-Stop'
 WHERE unique_id = ? AND stopped_at IS NULL
