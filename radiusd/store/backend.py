@@ -45,10 +45,11 @@ PG_FORMS: dict[str, str] = {}
 
 # Statements that touch only the rows one key names (from the op's parameters), and
 # nothing that another statement reaches by another key, registered by the store
-# module that owns them. Requests whose ops all have such keys, none shared, commute:
-# `rounds` may run them together, one statement at a time. Any other statement is a
-# barrier. (Counter triggers only add, which commutes.)
-KEYED: dict[str, Callable[[Any], object]] = {}
+# module that owns them; or (key None) that give the same outcome in either order
+# with every statement registered here, themselves included. Requests whose ops all
+# are such, no key shared, commute: `rounds` may run them together, one statement at
+# a time. Any other statement is a barrier. (Counter triggers only add: they commute.)
+KEYED: dict[str, Callable[[Any], object | None]] = {}
 
 
 class Row(Protocol):
@@ -159,7 +160,9 @@ def _keys(ops: Sequence[Op]) -> set[object] | None:
         key_of = KEYED.get(sql)
         if key_of is None:
             return None
-        keys.add(key_of(params))
+        key = key_of(params)
+        if key is not None:
+            keys.add(key)
     return keys
 
 

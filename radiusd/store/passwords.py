@@ -263,10 +263,12 @@ _SEEN_BY_LOGIN = """
 UPDATE passwords SET acct_seen_at = ?
 WHERE login = ? AND state = 'active' AND device = ? AND acct_seen_at IS NULL
 """
-# Touches only the rows of that login (setting a time once, never a state: no counter
-# trigger fires); other statements reach passwords by id or Class, so they are not
-# keyed, and a request holding one keeps its place (`backend.rounds`).
-KEYED[_SEEN_BY_LOGIN] = lambda params: ("login", params[1])
+# Sets a time once (the first write wins, never a state: no counter trigger fires), so
+# two of one group commit give the same outcome in either order but for which of two
+# Starts' times, both as good (the requests were in flight together), and no other
+# keyed statement touches passwords: no key (`backend.rounds`). Other statements
+# reach passwords by id or Class: not keyed, so a request holding one keeps its place.
+KEYED[_SEEN_BY_LOGIN] = lambda params: None
 _UNSEEN = (f"SELECT {_COLUMNS} FROM passwords"
            " WHERE state = 'active' AND acct_seen_at IS NULL AND claimed_at <= ?")
 _EXPIRE_LIVE_OF = """
