@@ -6,9 +6,10 @@ Driver: asyncpg (binary protocol, statements prepared and cached per connection,
 
 Group commit as on SQLite: writers queue their ops and wait; one task takes what is
 queued (at most `batch_max` writers), runs it on the one writer connection in one
-transaction and wakes them all when it commits. When the batch fails because of one
-write (a constraint), each writer's ops are run again in a transaction of their own,
-so a bad op fails only its own request.
+transaction, a round trip per statement its requests share where that gives the same
+outcome (`backend.rounds`), and wakes them all when it commits. When the batch fails
+because of one write (a constraint), each writer's ops are run again in a transaction
+of their own, so a bad op fails only its own request.
 
 Reads come from a pool of `pool_size - 1` connections (the writer is the last one).
 `slow=True` reads (outbox rounds, /metrics, the reaper) share at most all but one of
