@@ -46,10 +46,20 @@ def test_requests_that_share_a_key_keep_the_queue_order(keyed: None) -> None:
     assert list(rounds([[("A", (1,))], [("C", (1,))]])) == [("A", [(1,)]), ("C", [(1,)])]
 
 
+def test_the_same_statement_in_a_row_is_one_call_as_before(keyed: None) -> None:
+    """Requests that are not keyed still share a call for consecutive ops of one
+    statement (e.g. the outbox cancelling many rows in one write)."""
+    assert list(rounds([[("X", (1,)), ("X", (2,))], [("X", (3,))], [("A", (4,))]])) == [
+        ("X", [(1,), (2,), (3,)]), ("A", [(4,)])]
+
+
 def test_any_other_statement_is_a_barrier(keyed: None) -> None:
     got = list(rounds([[("A", (1,))], [("X", (9,)), ("A", (2,))], [("A", (3,))],
                        [("A", (4,))]]))
-    assert got == [("A", [(1,)]), ("X", [(9,)]), ("A", [(2,)]), ("A", [(3,), (4,)])]
+    # X runs alone, in its place; what follows it in a row is one call again.
+    assert got == [("A", [(1,)]), ("X", [(9,)]), ("A", [(2,), (3,), (4,)])]
+    assert list(rounds([[("A", (1,))], [("X", (9,))], [("C", (2,))], [("A", (3,))]])) == [
+        ("A", [(1,)]), ("X", [(9,)]), ("C", [(2,)]), ("A", [(3,)])]
 
 
 def test_no_requests_no_rounds() -> None:
@@ -69,6 +79,10 @@ def test_accounting_statements_are_keyed_by_their_session() -> None:
     # One login's Starts on several sessions: its first-seen time is set once, either
     # Start's, so they still go together.
     batch = [start(f"nas:{n}:h", "+77010000001") for n in range(4)]
+    assert [len(p) for _, p in rounds(batch)] == [4, 4, 4]
+    # A NAS that echoes Class: the same, by the Class.
+    batch = [[sessions.retire(f"nas:{n}:h"), _record(f"nas:{n}:h", "+77010000001", None),
+              passwords.seen_by_class(f"rd1:{n}", 1.0)] for n in range(4)]
     assert [len(p) for _, p in rounds(batch)] == [4, 4, 4]
     same = [start("nas:1:h", "+77010000001"), [_record("nas:1:h", "+77010000001", 9.0)]]
     assert [len(p) for _, p in rounds(same)] == [1, 1, 1, 1]

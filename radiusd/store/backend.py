@@ -134,11 +134,27 @@ def rounds(requests: Sequence[Sequence[Op]]) -> Iterator[tuple[str, list[Any]]]:
     Consecutive requests whose ops are all `KEYED`, with no key shared among them, are
     run together: each round takes the statement at the head of the earliest request
     not yet done, for every request whose next op is that statement, so requests that
-    look alike (Starts, Stops) take one round per statement instead of one per op.
+    look alike (Starts, Stops) take one round per statement instead of one per op;
+    and consecutive ops of the same statement go in one call, as they always did.
     Each request's own ops keep their order, and requests that share a key or hold
     any other statement keep the queue's order; so the outcome is the one running
-    them one after another would give (issue 12: a round trip per statement was
-    PostgreSQL accounting's bottleneck)."""
+    them one after another would give (issue 12: a round trip per op was PostgreSQL
+    accounting's bottleneck), but for what nothing reads: which of two in-flight
+    requests' times a key-less statement keeps, and the order of new rows' ids."""
+    sql: str | None = None
+    params: list[Any] = []
+    for next_sql, next_params in _rounds(requests):
+        if next_sql == sql:  # the same statement again, in the same order: one call
+            params += next_params
+            continue
+        if sql is not None:
+            yield sql, params
+        sql, params = next_sql, list(next_params)
+    if sql is not None:
+        yield sql, params
+
+
+def _rounds(requests: Sequence[Sequence[Op]]) -> Iterator[tuple[str, list[Any]]]:
     wave: list[Sequence[Op]] = []
     taken: set[object] = set()
     for ops in requests:

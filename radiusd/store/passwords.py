@@ -263,12 +263,13 @@ _SEEN_BY_LOGIN = """
 UPDATE passwords SET acct_seen_at = ?
 WHERE login = ? AND state = 'active' AND device = ? AND acct_seen_at IS NULL
 """
-# Sets a time once (the first write wins, never a state: no counter trigger fires), so
-# two of one group commit give the same outcome in either order but for which of two
-# Starts' times, both as good (the requests were in flight together), and no other
-# keyed statement touches passwords: no key (`backend.rounds`). Other statements
-# reach passwords by id or Class: not keyed, so a request holding one keeps its place.
-KEYED[_SEEN_BY_LOGIN] = lambda params: None
+# Both set a time once (the first write wins, never a state: no counter trigger
+# fires), and only `_UNSEEN` reads it, as NULL or not; so any two of them in one group
+# commit give the same outcome in either order but for which of two in-flight
+# requests' times is kept, and no other keyed statement touches passwords: no key
+# (`backend.rounds`). Other statements on passwords are not keyed: a request holding
+# one keeps its place.
+KEYED[_SEEN_BY_LOGIN] = KEYED[_SEEN_BY_CLASS] = lambda params: None
 _UNSEEN = (f"SELECT {_COLUMNS} FROM passwords"
            " WHERE state = 'active' AND acct_seen_at IS NULL AND claimed_at <= ?")
 _EXPIRE_LIVE_OF = """
