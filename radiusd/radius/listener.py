@@ -64,16 +64,27 @@ def open_socket(listen: str, reuse_port: bool = False) -> socket.socket:
     workers bind the same address (`SO_REUSEPORT`, radiusd.workers); the kernel picks
     the worker by a hash of both addresses and ports, so a NAS's retransmission reaches
     the worker that has its reply cached."""
+    def receive_buffer(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+
+    return bound_socket(listen, socket.SOCK_DGRAM, reuse_port, receive_buffer)
+
+
+def bound_socket(listen: str, kind: int, reuse_port: bool,
+                 prepare: Callable[[socket.socket], None]) -> socket.socket:
+    """A non-blocking socket of `kind` bound to `listen` ("host:port"), v6-only for an
+    IPv6 host, `SO_REUSEPORT` when asked, `prepare` run on it before the bind; closed
+    again if any of that fails. UDP's (`open_socket`) and RadSec's TCP one."""
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family, kind)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        prepare(sock)
         sock.bind((host, port))
         sock.setblocking(False)
     except BaseException:

@@ -30,11 +30,11 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from radiusd.config import RadsecConfig, parse_listen
+from radiusd.config import RadsecConfig
 from radiusd.radius.clients import Client, normalise_address
 from radiusd.radius.coa import Done
 from radiusd.radius.endpoint import Endpoint, Port
-from radiusd.radius.listener import Handler, InFlight
+from radiusd.radius.listener import Handler, InFlight, bound_socket
 from radiusd.radius.radsec import (
     CertificateClients,
     Identity,
@@ -77,19 +77,11 @@ def tls_context(config: RadsecConfig) -> ssl.SSLContext:
 
 
 def open_tcp_socket(listen: str, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket; IPv6 ones are v6-only, as the UDP ones (`open_socket`)."""
-    host, port = parse_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    """A listening TCP socket, bound as the UDP ones are (`listener.bound_socket`)."""
+    sock = bound_socket(listen, socket.SOCK_STREAM, reuse_port, lambda s: s.setsockopt(
+        socket.SOL_SOCKET, socket.SO_REUSEADDR, 1))
     try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
         sock.listen(1024)
-        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
