@@ -22,7 +22,7 @@ from radiusd.config import load
 from radiusd.sealing import Sealer
 from tests.conftest import require_peer
 from tests.radsec_support import Issued, Pki, make_pki
-from tests.test_serve_process import free_port
+from tests.test_serve_process import free_port, local_files
 
 pytestmark = pytest.mark.interop
 
@@ -72,17 +72,7 @@ certificate = "{pki.server.cert}"
 private_key = "{pki.server.key}"
 ca_file = "{pki.ca.path}"
 
-[database]
-path = "{tmp / 'radiusd.db'}"
-
-[otp]
-key_file = "{tmp / 'radiusd.key'}"
-
-[sms]
-provider = "file"
-
-[sms.file]
-path = "{tmp / 'outbox.jsonl'}"
+{local_files(tmp)}
 
 [[clients]]
 name = "nas1"

@@ -20,6 +20,24 @@ SECRET = "s3cret-never-logged-7f3a9c"
 CLIENT_NAME = "hotspot-lab"
 
 
+def local_files(tmp: Path) -> str:
+    """A config's sections for the files a server keeps, all in `tmp`: the database,
+    the sealing key and the SMS outbox file."""
+    return f"""
+[database]
+path = "{tmp / 'radiusd.db'}"
+
+[otp]
+key_file = "{tmp / 'radiusd.key'}"
+
+[sms]
+provider = "file"
+
+[sms.file]
+path = "{tmp / 'outbox.jsonl'}"
+"""
+
+
 def free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as s:
@@ -57,23 +75,12 @@ class ServeProcess:
 auth_listen = ["127.0.0.1:{self.auth4[1]}", "[::1]:{self.auth6[1]}"]
 acct_listen = ["127.0.0.1:{self.acct4[1]}", "[::1]:{self.acct6[1]}"]
 
-[database]
-path = "{tmp / 'radiusd.db'}"
-
+{local_files(tmp)}
 [[clients]]
 name = "{CLIENT_NAME}"
 address = ["127.0.0.1", "::1"]
 secret = "{secret}"
 require_message_authenticator = "auto"
-
-[sms]
-provider = "file"
-
-[sms.file]
-path = "{tmp / 'outbox.jsonl'}"
-
-[otp]
-key_file = "{tmp / 'radiusd.key'}"
 """)
 
     def start(self, attempts: int = 3) -> ServeProcess:

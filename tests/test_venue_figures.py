@@ -15,6 +15,7 @@ from radiusd.cli import main
 from radiusd.clock import ManualClock
 from radiusd.config import load
 from radiusd.testing.server import nas_for, running_server
+from tests.test_serve_process import local_files
 
 CAFE, AIRPORT = "127.0.0.1", "127.0.0.2"
 
@@ -24,14 +25,7 @@ def write(path: Path, tmp: Path) -> None:
 [server]
 auth_listen = ["127.0.0.1:0"]
 acct_listen = ["127.0.0.1:0"]
-[database]
-path = "{tmp / 'radiusd.db'}"
-[otp]
-key_file = "{tmp / 'radiusd.key'}"
-[sms]
-provider = "file"
-[sms.file]
-path = "{tmp / 'outbox.jsonl'}"
+{local_files(tmp)}
 [http]
 listen = ["127.0.0.1:0"]
 

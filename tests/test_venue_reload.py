@@ -21,7 +21,7 @@ from radiusd.clock import ManualClock
 from radiusd.config import load
 from radiusd.testing.nas import NoReply, SimulatedNAS
 from radiusd.testing.server import nas_for, running_server
-from tests.test_serve_process import ServeProcess, radiusd
+from tests.test_serve_process import ServeProcess, local_files, radiusd
 
 KEPT, REKEYED, REMOVED, ADDED = "127.0.0.1", "127.0.0.2", "127.0.0.4", "127.0.0.3"
 OLD_SECRET, NEW_SECRET = "an-old-secret-of-20-chars", "a-new-secret-of-20-chars!"
@@ -39,17 +39,7 @@ auth_listen = ["127.0.0.1:0"]
 acct_listen = ["127.0.0.1:0"]
 max_queue_ms = 60000
 
-[database]
-path = "{tmp / 'radiusd.db'}"
-
-[otp]
-key_file = "{tmp / 'radiusd.key'}"
-
-[sms]
-provider = "file"
-
-[sms.file]
-path = "{tmp / 'outbox.jsonl'}"
+{local_files(tmp)}
 
 {clients}
 {rest}

@@ -13,6 +13,7 @@ from radiusd.clock import ManualClock
 from radiusd.config import ClientConfig, load
 from radiusd.radius.clients import ClientTable
 from radiusd.testing.server import nas_for, running_server
+from tests.test_serve_process import local_files
 
 
 def _client(name: str, address: str | list[str]) -> ClientConfig:
@@ -51,14 +52,7 @@ def write_big(path: Path, tmp: Path, clients: int = 10_000, venues: int = 1_000)
 [server]
 auth_listen = ["127.0.0.1:0"]
 acct_listen = ["127.0.0.1:0"]
-[database]
-path = "{tmp / 'radiusd.db'}"
-[otp]
-key_file = "{tmp / 'radiusd.key'}"
-[sms]
-provider = "file"
-[sms.file]
-path = "{tmp / 'outbox.jsonl'}"
+{local_files(tmp)}
 """]
     for i in range(clients):
         address = (f"2001:db8:{i:x}::/48", f"10.{i // 256 % 256}.{i % 256}.0/24",
