@@ -13,9 +13,9 @@ holding the write lock; journal entries count with their events) in its own shor
 sleeps (at least `PAUSE`, and so that steps take `SHARE` of the time): the server's
 writer, trying for the same lock every half millisecond, gets in between two steps,
 so no write waits behind more than one step. While a server commits to the same file
-(`WriteWatch`), steps are tiny (`TARGET_LIVE`, `SHARE_LIVE`): what its
-answers wait for then is each step's checkpoint on the disk they share, and a small
-step's checkpoint is short (issue 18 item 5). A step finds its rows along an index
+(`WriteWatch`), steps are tiny (`TARGET_LIVE`, `SHARE_LIVE`): what its answers wait
+for then is each step's checkpoint on the disk they share, and a small step's
+checkpoint is short (issue 18 item 5). A step finds its rows along an index
 from where the last one ended (never a scan of the table), so each costs the same on
 a database of any size. Stopped half-way (Ctrl-C, a crash, the machine going down),
 the database holds whole steps only and is consistent; the next run finishes the job.
@@ -79,12 +79,11 @@ class Pace:
     def server_writes(self, live: bool) -> None:
         """Whether a server wrote since the last step: tiny steps and the disk left to
         it while one does (`TARGET_LIVE`...), back to the given pace when none does."""
+        target, fewest, pause, share = self.quiet
         if live:
-            self.target, self.fewest = min(TARGET_LIVE, self.quiet[0]), min(FEWEST_LIVE,
-                                                                            self.most)
-            self.pause, self.share = min(PAUSE_LIVE, self.quiet[2]), SHARE_LIVE
-        else:
-            self.target, self.fewest, self.pause, self.share = self.quiet
+            target, fewest = min(TARGET_LIVE, target), min(FEWEST_LIVE, self.most)
+            pause, share = min(PAUSE_LIVE, pause), SHARE_LIVE
+        self.target, self.fewest, self.pause, self.share = target, fewest, pause, share
         self.rows = max(self.fewest, min(self.rows, self.most))
 
     def took(self, seconds: float, full: bool) -> None:
