@@ -8,6 +8,7 @@ write is durable (RFC 2866 §2).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -197,9 +198,18 @@ class AccountingPolicy:
 
     async def accounting(self, request: Request, record: object, now: float) -> Outcome:
         assert isinstance(record, AcctRecord)
-        ops = await self.operations(record, now)
-        if record.status == START:
-            ops = await self._lost_stop(record, now) + ops
+        if record.status != START:
+            ops = await self.operations(record, now)
+        else:  # its two reads (a lost Stop, the password) at once: on PostgreSQL each
+            # is a round trip (issue 12)
+            lost = asyncio.ensure_future(self._lost_stop(record, now))
+            try:
+                ops = await self.operations(record, now)
+            except BaseException:
+                lost.cancel()  # its own error, if it had one, is this one's echo
+                lost.add_done_callback(lambda t: t.cancelled() or t.exception())
+                raise
+            ops = await lost + ops
         await self.store.write(ops)
         return Reply(Code.ACCOUNTING_RESPONSE)
 

@@ -38,6 +38,17 @@ def test_each_request_keeps_its_own_order(keyed: None) -> None:
         assert order == ([("A", (1,)), ("B", (1,))] if n == 1 else [("B", (2,)), ("A", (2,))])
 
 
+def test_a_stop_queued_before_starts_shares_their_record_round(keyed: None) -> None:
+    """A round takes a head statement no request needs further down: the Starts'
+    retire first, then one record for the Stop and the Starts, then seen. Taking the
+    Stop's record first (the earliest head) would give 4 rounds."""
+    stop = [("B", (0,))]
+    starts = [[("A", (n,)), ("B", (n,)), ("C", (n,))] for n in (1, 2)]
+    assert list(rounds([stop, *starts])) == [("A", [(1,), (2,)]),
+                                             ("B", [(0,), (1,), (2,)]),
+                                             ("C", [(1,), (2,)])]
+
+
 def test_requests_that_share_a_key_keep_the_queue_order(keyed: None) -> None:
     # The second touches what the first does: it runs after all of the first.
     got = list(rounds([[("A", (1,)), ("B", (1,))], [("A", (1,)), ("B", (1,))]]))

@@ -132,8 +132,8 @@ def rounds(requests: Sequence[Sequence[Op]]) -> Iterator[tuple[str, list[Any]]]:
     """The ops of a group commit's requests, in queue order, as (statement, the
     parameters of each run of it): what one pipelined `executemany` each can run.
     Consecutive requests whose ops are all `KEYED`, with no key shared among them, are
-    run together: each round takes the statement at the head of the earliest request
-    not yet done, for every request whose next op is that statement, so requests that
+    run together: each round takes one statement at the head of a request not yet
+    done (`_together` says which), for every request whose next op is it, so requests that
     look alike (Starts, Stops) take one round per statement instead of one per op;
     and consecutive ops of the same statement go in one call, as they always did.
     Each request's own ops keep their order, and requests that share a key or hold
@@ -183,10 +183,18 @@ def _keys(ops: Sequence[Op]) -> set[object] | None:
 
 
 def _together(wave: Sequence[Sequence[Op]]) -> Iterator[tuple[str, list[Any]]]:
+    """A wave's rounds. Each takes the first head statement (in queue order) that no
+    request still holds further down, so that it is never needed again; when every
+    head is also held lower, the earliest request's head. A Stop (record) queued
+    before a Start (retire, record, seen) then shares the Start's record round
+    instead of taking one of its own (3 rounds, not 4). Any order of a wave's
+    requests gives the same outcome (`rounds`), so only the count changes."""
     heads = [0] * len(wave)
     left = [i for i, ops in enumerate(wave) if ops]
     while left:
-        sql = wave[left[0]][heads[left[0]]][0]
+        lower = {op[0] for i in left for op in wave[i][heads[i] + 1:]}
+        sql = next((wave[i][heads[i]][0] for i in left if wave[i][heads[i]][0] not in lower),
+                   wave[left[0]][heads[left[0]]][0])
         params = []
         for i in left:
             if wave[i][heads[i]][0] == sql:
