@@ -171,3 +171,57 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", ()):
         yield from _nodes(child)
+
+
+# -- The batched point reads (`backend.per_key`, issue 12) ---------------------------
+# Rows that churn: sessions opened and then closed, passwords live and then expired,
+# with statistics taken while they were all open / live and no vacuum since, so that
+# the partial indexes of open sessions and live passwords still hold an entry for
+# every row. Plans are the generic ones that prepared statements settle on.
+_CHURN = [
+    """INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id,
+        updated_at) SELECT 'u' || i, 'bench', 'd', 'nas', '10.0.0.1', 's' || i, i
+       FROM generate_series(1, 20000) AS i""",
+    """INSERT INTO passwords (login, state, secret, language, issued_at, unclaimed_until,
+        class_token) SELECT '+7701' || i, 'active', '\\x00', 'en', i, i, 'rd1.' || i
+       FROM generate_series(1, 5000) AS i""",
+    "ANALYZE",
+    "UPDATE sessions SET stopped_at = updated_at + 60",
+    "UPDATE passwords SET state = 'expired', expired_at = issued_at + 60",
+]
+_PER_KEY = [("sessions.open_any", "sessions", "unique_id", ["u1", "u2", "u3"]),
+            ("passwords.live_of_any", "passwords", "login", ["+77011", "+77012"]),
+            ("passwords.by_class_any", "passwords", "class_token", ["rd1.1", "rd1.2"])]
+
+
+@pytest.mark.parametrize(("name", "table", "key", "keys"), _PER_KEY,
+                         ids=[name for name, _, _, _ in _PER_KEY])
+def test_batched_point_reads_probe_the_key_whatever_the_statistics(
+        pg_server: Any, name: str, table: str, key: str, keys: list[str]) -> None:
+    sql = dict((n, s) for n, s, _ in pg_hot_statements())[name]
+    url: str = pg_server.url(pg_server.new_database())
+
+    async def plan() -> tuple[dict[str, Any], int]:
+        store = PgStore(url, pool_size=2)
+        await store.open()
+        await store.close()
+        conn = await asyncpg.connect(url)
+        try:
+            for step in _CHURN:
+                await conn.execute(step)
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            stmt = await conn.prepare(translate(sql))
+            found = len(await stmt.fetch(keys))
+            return (await stmt.explain(keys, analyze=True))[0]["Plan"], found
+        finally:
+            await conn.close()
+
+    tree, found = asyncio.run(plan())
+    scans = [n for n in _nodes(tree) if n.get("Relation Name") == table]
+    assert scans, json.dumps(tree)
+    for scan in scans:  # every read of the table is a probe of the key, nothing walked
+        assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), json.dumps(tree)
+        assert f"{key} = " in scan.get("Index Cond", ""), json.dumps(tree)
+        assert scan["Actual Rows"] <= 1 and scan.get("Rows Removed by Filter", 0) <= 1, \
+            json.dumps(tree)
+    assert found == 0  # all closed / expired: the condition still holds

@@ -308,6 +308,24 @@ class PointReads:
             self._draining = False
 
 
+def per_key(columns: str, table: str, key: str, condition: str) -> str:
+    """A `PointReads` statement (PostgreSQL only): the rows of `table` whose `key` is
+    one of the array's, and `condition`, reached by one index probe per key.
+
+    Written as `key = ANY(?) AND condition`, PostgreSQL's plan depends on its
+    statistics: on a table whose rows churn (sessions opened and closed, passwords
+    issued and expired) and whose statistics are stale, it was seen AND-ing the key's
+    index with a partial index of `condition` (`sessions_login_open`, `passwords_live`),
+    whose entries for rows that no longer match stay until vacuum: each read then walked
+    every row closed since the last vacuum (182 us a read on the benchmark's fresh
+    database, against 10 us). A subquery per key, kept apart (`OFFSET 0` stops the
+    planner from flattening it into a join), is planned as one key's equality: the key's
+    own index, whatever the statistics say (`tests/test_query_plans.py`)."""
+    return (f"SELECT found.* FROM unnest(?::text[]) AS wanted(key) CROSS JOIN LATERAL "
+            f"(SELECT {columns} FROM {table} WHERE {key} = wanted.key AND {condition} "
+            f"OFFSET 0) AS found")
+
+
 def point_reads(store: Backend, sql: str, key_index: int) -> PointReads | None:
     """`PointReads` of `sql` where a read is a round trip (PostgreSQL); None on SQLite,
     whose reads are local (the caller then reads one key at a time)."""

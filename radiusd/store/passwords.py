@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import KEYED, Backend, Op, PointReads, point_reads
+from radiusd.store.backend import KEYED, Backend, Op, PointReads, per_key, point_reads
 from radiusd.store.quick import QuickReads
 
 _COLUMNS = (
@@ -31,9 +31,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 # every request (`passwords_login`), so what any node did is what this one sees.
 _LIVE_OF = (f"SELECT {_COLUMNS} FROM passwords "
             "WHERE login = ? AND state IN ('issued', 'active')")
-# The same for many logins at once (PostgreSQL only: `= ANY` of an array; `batched`).
-_LIVE_OF_ANY = (f"SELECT {_COLUMNS} FROM passwords "
-                "WHERE login = ANY(?) AND state IN ('issued', 'active')")
+# The same for many logins at once (PostgreSQL only: an array of logins; `batched`).
+_LIVE_OF_ANY = per_key(_COLUMNS, "passwords", "login", "state IN ('issued', 'active')")
 # Rules §9: the number's newest password (its code must not come again), and whether
 # a code is live for anybody, by its keyed tag (`passwords_code_tag`).
 _NEWEST_OF = ("SELECT code_tag, secret, state, expire_reason FROM passwords "
@@ -41,8 +40,7 @@ _NEWEST_OF = ("SELECT code_tag, secret, state, expire_reason FROM passwords "
 _TAG_LIVE = "SELECT 1 FROM passwords WHERE code_tag = ? AND state != 'expired' LIMIT 1"
 _BY_CLASS = (f"SELECT {_COLUMNS} FROM passwords "
              "WHERE class_token = ? AND state != 'expired'")
-_BY_CLASS_ANY = (f"SELECT {_COLUMNS} FROM passwords "
-                 "WHERE class_token = ANY(?) AND state != 'expired'")
+_BY_CLASS_ANY = per_key(_COLUMNS, "passwords", "class_token", "state != 'expired'")
 _ACTIVE_AT_NAS = (f"SELECT {_COLUMNS} FROM passwords WHERE state != 'expired' "
                   "AND state = 'active' AND nas = ? AND nas_address = ?")
 _DYING = (f"SELECT {_COLUMNS} FROM passwords "

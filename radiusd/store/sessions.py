@@ -17,6 +17,7 @@ from radiusd.store.backend import (
     Op,
     PointReads,
     SyncConnection,
+    per_key,
     point_reads,
 )
 
@@ -76,9 +77,9 @@ WHERE nas = ? AND nas_address = ? AND stopped_at IS NULL
 """
 _OPEN = ("SELECT unique_id, class_token, login, device FROM sessions "
          "WHERE unique_id = ? AND stopped_at IS NULL")
-# The same for many Starts at once (PostgreSQL only: `= ANY` of an array; `batched`).
-_OPEN_ANY = ("SELECT unique_id, class_token, login, device FROM sessions "
-             "WHERE unique_id = ANY(?) AND stopped_at IS NULL")
+# The same for many Starts at once (PostgreSQL only: an array of ids; `batched`).
+_OPEN_ANY = per_key("unique_id, class_token, login, device", "sessions", "unique_id",
+                    "stopped_at IS NULL")
 # Along `sessions_stale` (open sessions by last update, migration 5).
 _STALE = ("SELECT unique_id, class_token, login, device FROM sessions "
           "WHERE stopped_at IS NULL AND updated_at < ?")
