@@ -175,9 +175,10 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 # -- The batched point reads (`backend.per_key`, issue 12) ---------------------------
 # Rows that churn: sessions opened and then closed, passwords live and then expired,
-# with statistics taken while they were all open / live and no vacuum since, so that
-# the partial indexes of open sessions and live passwords still hold an entry for
-# every row. Plans are the generic ones that prepared statements settle on.
+# on a fresh database that autovacuum has not analysed or vacuumed yet (as in the
+# benchmark's first minute), so that the partial indexes of open sessions and live
+# passwords still hold an entry for every row. Plans are the generic ones that
+# prepared statements settle on.
 _CHURN = [
     """INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id,
         updated_at) SELECT 'u' || i, 'bench', 'd', 'nas', '10.0.0.1', 's' || i, i
@@ -185,9 +186,11 @@ _CHURN = [
     """INSERT INTO passwords (login, state, secret, language, issued_at, unclaimed_until,
         class_token) SELECT '+7701' || i, 'active', '\\x00', 'en', i, i, 'rd1.' || i
        FROM generate_series(1, 5000) AS i""",
-    "ANALYZE",
     "UPDATE sessions SET stopped_at = updated_at + 60",
     "UPDATE passwords SET state = 'expired', expired_at = issued_at + 60",
+    """INSERT INTO passwords (login, state, secret, language, issued_at, unclaimed_until,
+        class_token) SELECT '+7702' || i, 'active', '\\x00', 'en', i, i, 'rd2.' || i
+       FROM generate_series(1, 1000) AS i""",  # and users on line now
 ]
 _PER_KEY = [("sessions.open_any", "sessions", "unique_id", ["u1", "u2", "u3"]),
             ("passwords.live_of_any", "passwords", "login", ["+77011", "+77012"]),
@@ -219,9 +222,10 @@ def test_batched_point_reads_probe_the_key_whatever_the_statistics(
     tree, found = asyncio.run(plan())
     scans = [n for n in _nodes(tree) if n.get("Relation Name") == table]
     assert scans, json.dumps(tree)
-    for scan in scans:  # every read of the table is a probe of the key, nothing walked
-        assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), json.dumps(tree)
-        assert f"{key} = " in scan.get("Index Cond", ""), json.dumps(tree)
-        assert scan["Actual Rows"] <= 1 and scan.get("Rows Removed by Filter", 0) <= 1, \
-            json.dumps(tree)
+    for scan in scans:  # every read of the table follows the key's index, nothing else
+        probes = scan.get("Plans", []) if scan["Node Type"] == "Bitmap Heap Scan" else [scan]
+        assert [p["Node Type"] for p in probes] in (
+            ["Index Scan"], ["Index Only Scan"], ["Bitmap Index Scan"]), json.dumps(tree)
+        assert f"{key} = " in probes[0].get("Index Cond", ""), json.dumps(tree)
+        assert scan["Actual Rows"] * scan["Actual Loops"] <= len(keys), json.dumps(tree)
     assert found == 0  # all closed / expired: the condition still holds

@@ -310,17 +310,19 @@ class PointReads:
 
 def per_key(columns: str, table: str, key: str, condition: str) -> str:
     """A `PointReads` statement (PostgreSQL only): the rows of `table` whose `key` is
-    one of the array's, and `condition`, reached by one index probe per key.
+    one of the array's and that meet `condition`, one index probe per key.
 
-    Written as `key = ANY(?) AND condition`, PostgreSQL's plan depends on its
-    statistics: on a table whose rows churn (sessions opened and closed, passwords
-    issued and expired) and whose statistics are stale, it was seen AND-ing the key's
-    index with a partial index of `condition` (`sessions_login_open`, `passwords_live`),
-    whose entries for rows that no longer match stay until vacuum: each read then walked
-    every row closed since the last vacuum (182 us a read on the benchmark's fresh
-    database, against 10 us). A subquery per key, kept apart (`OFFSET 0` stops the
-    planner from flattening it into a join), is planned as one key's equality: the key's
-    own index, whatever the statistics say (`tests/test_query_plans.py`)."""
+    Written as `key = ANY(?) AND condition`, PostgreSQL's plan follows its statistics.
+    On a table whose rows churn (sessions opened and closed, passwords issued and
+    expired), before autovacuum has analysed it, it was seen AND-ing the key's index
+    with a partial index of `condition` (`sessions_login_open`), whose entries for rows
+    that no longer match stay until vacuum: each read walked every row closed since
+    (pg_stat_statements on the benchmark's fresh database: 182 us a read, against about
+    10 us). One subquery per key (unnest, LATERAL, kept apart by `OFFSET 0`) is planned
+    as one key's equality, which the key's own index answers whatever the statistics
+    say (`tests/test_query_plans.py`). It costs PostgreSQL a little more when the other
+    plan is right (BENCHMARKS.md, issue 12); the key alone in a subquery, `condition`
+    outside, was cheaper but fell to a sequential scan on a table planned while small."""
     return (f"SELECT found.* FROM unnest(?::text[]) AS wanted(key) CROSS JOIN LATERAL "
             f"(SELECT {columns} FROM {table} WHERE {key} = wanted.key AND {condition} "
             f"OFFSET 0) AS found")
