@@ -200,14 +200,16 @@ class AccountingPolicy:
         assert isinstance(record, AcctRecord)
         if record.status != START:
             ops = await self.operations(record, now)
-        else:  # its two reads (a lost Stop, the password) at once: on PostgreSQL each
-            # is a round trip (issue 12)
+        elif self.open_reads is None:  # SQLite: local reads, one after the other
+            ops = await self._lost_stop(record, now) + await self.operations(record, now)
+        else:  # PostgreSQL: a Start's two reads (a lost Stop, the password) are round
+            # trips, made at once (issue 12)
             lost = asyncio.ensure_future(self._lost_stop(record, now))
             try:
                 ops = await self.operations(record, now)
             except BaseException:
-                lost.cancel()  # its own error, if it had one, is this one's echo
-                lost.add_done_callback(lambda t: t.cancelled() or t.exception())
+                lost.cancel()
+                lost.add_done_callback(_quiet)
                 raise
             ops = await lost + ops
         await self.store.write(ops)
@@ -223,3 +225,10 @@ class AccountingPolicy:
         return [sessions.close_lost_stop(r.unique_id),
                 *await self.hook.end_session(old.class_token, old.login, old.device, now,
                                        "lost_stop")]
+
+
+def _quiet(task: asyncio.Task[list[Op]]) -> None:
+    """The lost-Stop read of a Start whose other read failed: its own error (usually
+    the same store failure) is logged, not raised; the request fails once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a Start's lost-Stop read failed too: %r", task.exception())

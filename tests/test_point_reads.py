@@ -165,3 +165,30 @@ async def test_postgresql_blocked_checks_together_equal_checks_one_by_one(pg_url
         assert batched == alone == [None, "abuse", None, "", None] * 2
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("pool_size", "expected"), [(10, "force_generic_plan"), (3, "auto")])
+def test_point_reads_run_with_generic_plans_where_connections_can_be_spared(
+        pg_url: str, pool_size: int, expected: str) -> None:
+    """PostgreSQL: the batched point reads' statements (`backend.POINTS`) run on
+    connections of their own that use generic plans (no planning per batch); other
+    reads keep PostgreSQL's default; with too few readers to spare, all share them."""
+    from radiusd.store.backend import POINTS, point_reads
+    from radiusd.store.postgres import PgStore
+
+    sql = "SELECT current_setting('plan_cache_mode') WHERE cardinality(?::text[]) > 0"
+
+    async def modes() -> tuple[str, str]:
+        store = PgStore(pg_url, pool_size=pool_size)
+        await store.open()
+        try:
+            reads = point_reads(store, sql, key_index=0)
+            assert reads is not None and sql in POINTS
+            point = await store.fetchall(sql, (["x"],))
+            other = await store.fetchall("SELECT current_setting('plan_cache_mode')")
+            return point[0][0], other[0][0]
+        finally:
+            await store.close()
+            POINTS.discard(sql)
+
+    assert asyncio.run(modes()) == (expected, "auto")

@@ -263,10 +263,11 @@ async def commit_isolated(batch: list[T], transaction: Callable[[list[T]], Await
 class PointReads:
     """Reads of one statement by key, made together (group commit for reads): every key
     asked for while a batch is out goes into the next one, a single statement for all
-    of them (`sql` takes the list of keys as its one parameter, `= ANY(?)`; the row's
-    key is at `key_index`). For PostgreSQL, where each statement is a round trip: at
-    64 requests in flight, one statement answers many. Each read still starts after it
-    was asked for, so it sees what was committed before: no staler than its own."""
+    of them (`sql` takes the list of keys, each once, as its one parameter: `per_key`,
+    or `= ANY(?)`; the row's key is at `key_index`). For PostgreSQL, where each
+    statement is a round trip: at 64 requests in flight, one statement answers many.
+    Each read still starts after it was asked for, so it sees what was committed
+    before: no staler than its own."""
 
     def __init__(self, store: Backend, sql: str, key_index: int, most: int = 512) -> None:
         self.store, self.sql, self.key_index, self.most = store, sql, key_index, most
@@ -308,24 +309,36 @@ class PointReads:
             self._draining = False
 
 
-def per_key(columns: str, table: str, key: str, condition: str) -> str:
+def per_key(columns: str, table: str, key: str, condition: str, *,
+            partial: bool = False) -> str:
     """A `PointReads` statement (PostgreSQL only): the rows of `table` whose `key` is
     one of the array's and that meet `condition`, one index probe per key.
 
-    Written as `key = ANY(?) AND condition`, PostgreSQL's plan follows its statistics.
-    On a table whose rows churn (sessions opened and closed, passwords issued and
-    expired), before autovacuum has analysed it, it was seen AND-ing the key's index
-    with a partial index of `condition` (`sessions_login_open`), whose entries for rows
-    that no longer match stay until vacuum: each read walked every row closed since
-    (pg_stat_statements on the benchmark's fresh database: 182 us a read, against about
-    10 us). One subquery per key (unnest, LATERAL, kept apart by `OFFSET 0`) is planned
-    as one key's equality, which the key's own index answers whatever the statistics
-    say (`tests/test_query_plans.py`). It costs PostgreSQL a little more when the other
-    plan is right (BENCHMARKS.md, issue 12); the key alone in a subquery, `condition`
-    outside, was cheaper but fell to a sequential scan on a table planned while small."""
+    PostgreSQL plans it once per connection (generic plans, `postgres.PgStore`), maybe
+    while the table is empty, and keeps that plan as the table grows. Written as
+    `key = ANY(?) AND condition`, or as one `key = k AND condition` per key, it was
+    seen to pick a partial index of `condition` (`sessions_login_open`: open sessions)
+    and walk it whole for every key; and a partial index keeps an entry for each row
+    that stopped matching until vacuum, so each read walked every session closed since
+    (2.9 ms a read after 20,000 Start/Stop pairs, against 0.05 ms; 182 us a read in
+    the benchmark's first minute). So each key is looked up alone, in a subquery the
+    planner keeps apart (`OFFSET 0`), where only the key's own index applies, and
+    `condition` filters the few rows it finds (`tests/test_query_plans.py`).
+    ``partial=True``: the key's one index is a partial index of `condition` itself
+    (`passwords_class`), whose entries for one key are few: the condition stays
+    beside the key, so that index can answer. A key given twice gives its rows twice
+    (`PointReads` asks for each once)."""
+    inner = (f"SELECT {columns} FROM {table} WHERE {key} = wanted.key AND {condition}"
+             if partial else
+             f"SELECT {columns} FROM (SELECT * FROM {table} WHERE {key} = wanted.key "
+             f"OFFSET 0) AS one WHERE {condition}")
     return (f"SELECT found.* FROM unnest(?::text[]) AS wanted(key) CROSS JOIN LATERAL "
-            f"(SELECT {columns} FROM {table} WHERE {key} = wanted.key AND {condition} "
-            f"OFFSET 0) AS found")
+            f"({inner} OFFSET 0) AS found")
+
+
+# The statements `point_reads` batches: PostgreSQL runs them on connections of their
+# own with generic plans (`postgres.PgStore`), since one plan is right for any keys.
+POINTS: set[str] = set()
 
 
 def point_reads(store: Backend, sql: str, key_index: int) -> PointReads | None:
@@ -333,7 +346,10 @@ def point_reads(store: Backend, sql: str, key_index: int) -> PointReads | None:
     whose reads are local (the caller then reads one key at a time)."""
     from radiusd.store.postgres import PgStore
 
-    return PointReads(store, sql, key_index) if isinstance(store, PgStore) else None
+    if not isinstance(store, PgStore):
+        return None
+    POINTS.add(sql)
+    return PointReads(store, sql, key_index)
 
 
 def for_config(database: DatabaseConfig, health: Health, clock: Clock) -> Backend:

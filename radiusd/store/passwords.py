@@ -40,10 +40,8 @@ _NEWEST_OF = ("SELECT code_tag, secret, state, expire_reason FROM passwords "
 _TAG_LIVE = "SELECT 1 FROM passwords WHERE code_tag = ? AND state != 'expired' LIMIT 1"
 _BY_CLASS = (f"SELECT {_COLUMNS} FROM passwords "
              "WHERE class_token = ? AND state != 'expired'")
-# (Its condition stays beside the key: the one index on class_token is the partial
-# `passwords_class`, of live passwords, whose entries for one Class are few.)
-_BY_CLASS_ANY = (f"SELECT {_COLUMNS} FROM passwords "
-                 "WHERE class_token = ANY(?) AND state != 'expired'")
+_BY_CLASS_ANY = per_key(_COLUMNS, "passwords", "class_token", "state != 'expired'",
+                        partial=True)  # passwords_class: live passwords by Class
 _ACTIVE_AT_NAS = (f"SELECT {_COLUMNS} FROM passwords WHERE state != 'expired' "
                   "AND state = 'active' AND nas = ? AND nas_address = ?")
 _DYING = (f"SELECT {_COLUMNS} FROM passwords "

@@ -11,9 +11,11 @@ outcome (`backend.rounds`), and wakes them all when it commits. When the batch f
 because of one write (a constraint), each writer's ops are run again in a transaction
 of their own, so a bad op fails only its own request.
 
-Reads come from a pool of `pool_size - 1` connections (the writer is the last one).
-`slow=True` reads (outbox rounds, /metrics, the reaper) share at most all but one of
-them, so a read an answer waits for always finds a connection.
+Reads come from `pool_size - 1` connections (the writer is the last one). Of them,
+`POINT_READERS` (when at least one other is left) run the batched point reads
+(`backend.POINTS`) with generic plans (`_readers`). `slow=True` reads (outbox rounds,
+/metrics, the reaper) share at most all but one of the others, so a read an answer
+waits for always finds a connection.
 
 Placeholders: statements are written once with `?` (`backend`); `translate` turns
 them into `$1, $2...` here, once per statement text (cached).
@@ -48,6 +50,7 @@ from radiusd.clock import Clock, SystemClock
 from radiusd.health import Health
 from radiusd.store.backend import (
     PG_FORMS,
+    POINTS,
     Op,
     StoreError,
     commit_isolated,
@@ -58,6 +61,7 @@ from radiusd.store.pg_migrations import migrate, take_shard
 from radiusd.throttle import LogThrottle
 
 log = logging.getLogger("radiusd.store")
+POINT_READERS = 2  # read connections kept for the batched point reads (`PgStore`)
 
 
 class _QuietPoolFloor(logging.Filter):
@@ -162,11 +166,15 @@ class PgStore:
         self.health = health or Health()
         self.clock = clock or SystemClock()
         self.readers = pool_size - 1
+        # Of the readers, those kept for the batched point reads (`backend.POINTS`),
+        # when there are enough to spare; else they share the others.
+        self.point_readers = POINT_READERS if self.readers > POINT_READERS else 0
         self.backoff = (BACKOFF_FIRST, BACKOFF_MAX)
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._writer: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
-        self._slow = asyncio.Semaphore(max(1, self.readers - 1))
+        self._points: asyncpg.Pool | None = None
+        self._slow = asyncio.Semaphore(max(1, self.readers - self.point_readers - 1))
         self._task: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._throttle = LogThrottle(60.0)
@@ -179,15 +187,34 @@ class PgStore:
         self._writer = await self._connect()
         try:
             await migrate(self._writer)
-            self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.readers, timeout=CONNECT_SECONDS,
-                command_timeout=None, max_inactive_connection_lifetime=60.0,
-                reset=_reader_kept)
+            self._pool = await self._readers(self.readers - self.point_readers)
+            if self.point_readers:
+                self._points = await self._readers(
+                    self.point_readers, plan_cache_mode="force_generic_plan")
         except BaseException:
             await self._writer.close()
             self._writer = None
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
             raise
         self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    async def _readers(self, size: int, **settings: str) -> asyncpg.Pool:
+        """A pool of read connections; `settings` are PostgreSQL's, for its sessions.
+
+        The point reads' connections use generic plans (`plan_cache_mode`): a point
+        read's statement is one key's index probe whatever the keys (`backend.per_key`),
+        and with the default PostgreSQL made a custom plan for every batch, since its
+        generic estimate of `unnest` (100 keys) never beat one made for the real few:
+        50-75 us of planning a read (pg_stat_statements, issue 12), more than the read.
+        Other reads keep custom plans: a range of times (an export, the reaper) is
+        better planned with its bounds."""
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=size, timeout=CONNECT_SECONDS,
+            command_timeout=None, max_inactive_connection_lifetime=60.0,
+            reset=_reader_kept, server_settings=settings)
+        return pool
 
     async def _connect(self) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(
@@ -226,12 +253,13 @@ class PgStore:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.close(), CONNECT_SECONDS)
             writer.terminate()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), CONNECT_SECONDS)
-            except (TimeoutError, OSError, asyncpg.InterfaceError):
-                pool.terminate()
+        for pool in (self._pool, self._points):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), CONNECT_SECONDS)
+                except (TimeoutError, OSError, asyncpg.InterfaceError):
+                    pool.terminate()
+        self._pool = self._points = None
 
     async def write(self, ops: list[Op]) -> None:
         """Run ``ops`` in one transaction shared with other writers; return once durable."""
@@ -270,7 +298,7 @@ class PgStore:
 
     async def _read(self, sql: str, params: Sequence[Any], *, slow: bool,
                     one: bool) -> list[asyncpg.Record]:
-        pool = self._pool
+        pool = self._points if sql in POINTS and self._points is not None else self._pool
         if pool is None:
             raise RuntimeError("store is not open")
         gate = self._slow if slow else None
@@ -362,8 +390,9 @@ class PgStore:
                     delay = min(delay * 2, cap)
                     continue
                 self._writer = conn
-                if self._pool is not None:
-                    await self._pool.expire_connections()  # those from before the outage
+                for pool in (self._pool, self._points):
+                    if pool is not None:
+                        await pool.expire_connections()  # those from before the outage
                 self.health.recovered("store", self.clock.now())
                 return
         finally:
@@ -388,9 +417,9 @@ async def _reader_kept(conn: asyncpg.Connection) -> None:
     changes no session state (no SET, LISTEN, advisory lock or cursor), so asyncpg's
     default reset query (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`)
     would only cost a round trip that every read waits for, since the pool's release
-    is awaited before the read returns (issue 12: about a third of a read's time at
-    half of the accounting peak). asyncpg still rolls back a transaction left open
-    before calling this (`Connection._reset`)."""
+    is awaited before the read returns (issue 12: a read's median at half of the
+    accounting peak went from 1.45 to 1.09 ms; BENCHMARKS.md). asyncpg still rolls
+    back a transaction left open before calling this (`Connection._reset`)."""
 
 
 def _settle(p: _Pending, error: BaseException | None = None) -> None:
