@@ -251,3 +251,76 @@ def test_batched_point_reads_probe_the_key_whatever_the_statistics(
         assert probe["Actual Rows"] * probe["Actual Loops"] <= len(keys), json.dumps(tree)
         assert scan.get("Rows Removed by Filter", 0) * scan["Actual Loops"] <= len(keys)
     assert found == 1  # the one open session / live password among the keys
+
+
+# -- The writer's per-request statements (issue 12) ----------------------------------
+# The same hazard for what every Start writes: a generic plan made while the tables
+# were empty (a new node), or after an ANALYZE that saw every session open and every
+# password unseen, kept as the tables churn. Each must reach its rows by its key (or
+# the primary key of rows found by it), never walk an index of everything.
+_WRITER_FILL = [
+    """INSERT INTO sessions (unique_id, login, device, nas, nas_address, acct_session_id,
+        updated_at) SELECT 'u' || i, 'bench', 'd', 'nas', '10.0.0.1', 's' || i, i
+       FROM generate_series(1, 20000) AS i""",
+    """INSERT INTO passwords (login, state, secret, language, issued_at, unclaimed_until,
+        class_token, claimed_at, device) SELECT '+7702' || i, 'active', '\\\\x00', 'en', i,
+        i, 'rd2.' || i, i, 'dev' || i FROM generate_series(1, 3000) AS i""",
+]
+_WRITER = [("sessions.retire", "sessions", "unique_id", ("u1",), "text"),
+           ("passwords.seen_by_login", "passwords", "login", (1.0, "+77021", "dev1"),
+            "float8, text, text")]
+
+
+@pytest.mark.parametrize("planned", ["on empty tables", "after an analyse of open rows"])
+@pytest.mark.parametrize(("name", "table", "key", "params", "types"), _WRITER,
+                         ids=[name for name, *_ in _WRITER])
+def test_per_request_writes_reach_their_rows_by_key_whatever_the_plan_saw(
+        pg_server: Any, planned: str, name: str, table: str, key: str,
+        params: tuple[object, ...], types: str) -> None:
+    sql = dict((n, s) for n, s, _ in pg_hot_statements())[name]
+    url: str = pg_server.url(pg_server.new_database())
+    args = ", ".join(repr(p) for p in params)
+
+    async def plan() -> dict[str, Any]:
+        store = PgStore(url, pool_size=2)
+        await store.open()
+        await store.close()
+        conn = await asyncpg.connect(url)
+        try:
+            for step in _NO_AUTOVACUUM:
+                await conn.execute(step)
+            if planned != "on empty tables":
+                for step in _WRITER_FILL:
+                    await conn.execute(step)
+                await conn.execute("ANALYZE")
+            await conn.execute(f"PREPARE write({types}) AS {translate(sql)}")
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await _rolled_back(conn, f"EXECUTE write({args})")  # planned now
+            if planned == "on empty tables":
+                for step in _WRITER_FILL:
+                    await conn.execute(step)
+            await conn.execute("UPDATE sessions SET stopped_at = updated_at + 60")
+            raw = await _rolled_back(conn, f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE write({args})")
+            return json.loads(raw)[0]["Plan"]  # type: ignore[no-any-return]
+        finally:
+            await conn.close()
+
+    tree = asyncio.run(plan())
+    scans = [n for n in _nodes(tree) if n.get("Relation Name") == table
+             and n["Node Type"] != "ModifyTable"]
+    assert scans, json.dumps(tree)
+    for scan in scans:
+        assert scan["Node Type"] == "Index Scan", json.dumps(tree)
+        cond = scan.get("Index Cond", "")
+        assert f"{key} = " in cond or "id = " in cond, json.dumps(tree)
+        assert scan.get("Rows Removed by Filter", 0) <= 1, json.dumps(tree)
+
+
+async def _rolled_back(conn: asyncpg.Connection, sql: str) -> Any:
+    """Run a statement that writes, and undo what it wrote."""
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await tr.rollback()

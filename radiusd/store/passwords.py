@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import KEYED, Backend, Op, PointReads, per_key, point_reads
+from radiusd.store.backend import (
+    KEYED,
+    PG_FORMS,
+    Backend,
+    Op,
+    PointReads,
+    per_key,
+    point_reads,
+)
 from radiusd.store.quick import QuickReads
 
 _COLUMNS = (
@@ -269,6 +277,15 @@ WHERE login = ? AND state = 'active' AND device = ? AND acct_seen_at IS NULL
 # (`backend.rounds`). Other statements on passwords are not keyed: a request holding
 # one keeps its place.
 KEYED[_SEEN_BY_LOGIN] = KEYED[_SEEN_BY_CLASS] = lambda params: None
+# PostgreSQL, with a generic plan made while the table was empty, was seen walking
+# `passwords_unseen` (every password in use and not yet seen) for each Start: the
+# login's own rows, looked up apart, then the rest (`backend.per_key` says more).
+PG_FORMS[_SEEN_BY_LOGIN] = """
+UPDATE passwords SET acct_seen_at = ?
+WHERE id IN (SELECT id FROM (SELECT id, state, device, acct_seen_at FROM passwords
+                             WHERE login = ? OFFSET 0) AS one
+             WHERE state = 'active' AND device = ? AND acct_seen_at IS NULL)
+"""
 _UNSEEN = (f"SELECT {_COLUMNS} FROM passwords"
            " WHERE state = 'active' AND acct_seen_at IS NULL AND claimed_at <= ?")
 _EXPIRE_LIVE_OF = """
