@@ -207,7 +207,7 @@ class PgStore:
         read's statement is one key's index probe whatever the keys (`backend.per_key`),
         and with the default PostgreSQL made a custom plan for every batch, since its
         generic estimate of `unnest` (100 keys) never beat one made for the real few:
-        50-75 us of planning a read (pg_stat_statements, issue 12), more than the read.
+        25-75 us of planning a read (pg_stat_statements, issue 12), more than the read.
         Other reads keep custom plans: a range of times (an export, the reaper) is
         better planned with its bounds."""
         pool: asyncpg.Pool = await asyncpg.create_pool(
