@@ -309,7 +309,7 @@ class PointReads:
             self._draining = False
 
 
-def per_key(columns: str, table: str, key: str, condition: str, *,
+def per_key(columns: str, table: str, key: str, condition: str = "TRUE", *,
             partial: bool = False) -> str:
     """A `PointReads` statement (PostgreSQL only): the rows of `table` whose `key` is
     one of the array's and that meet `condition`, one index probe per key.

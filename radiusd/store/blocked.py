@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from radiusd.store.backend import Backend, Op, PointReads, SyncConnection, point_reads
+from radiusd.store.backend import (
+    Backend,
+    Op,
+    PointReads,
+    SyncConnection,
+    per_key,
+    point_reads,
+)
 from radiusd.store.quick import QuickReads
 
 _REASON = "SELECT reason FROM blocked_numbers WHERE login = ?"
-# The same for many logins at once (PostgreSQL only: `= ANY` of an array; `batched`).
-_REASON_ANY = "SELECT login, reason FROM blocked_numbers WHERE login = ANY(?)"
+# The same for many logins at once (PostgreSQL only: an array of logins; `batched`).
+_REASON_ANY = per_key("login, reason", "blocked_numbers", "login")
 _BLOCK = """
 INSERT INTO blocked_numbers (login, since, reason, actor) VALUES (?, ?, ?, ?)
 ON CONFLICT (login) DO UPDATE SET reason = excluded.reason
