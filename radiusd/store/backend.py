@@ -330,10 +330,18 @@ def per_key(columns: str, table: str, key: str, condition: str = "TRUE", *,
     (`PointReads` asks for each once)."""
     inner = (f"SELECT {columns} FROM {table} WHERE {key} = wanted.key AND {condition}"
              if partial else
-             f"SELECT {columns} FROM (SELECT * FROM {table} WHERE {key} = wanted.key "
-             f"OFFSET 0) AS one WHERE {condition}")
+             f"SELECT {columns} FROM {apart(table, key, 'wanted.key', condition)}")
     return (f"SELECT found.* FROM unnest(?::text[]) AS wanted(key) CROSS JOIN LATERAL "
             f"({inner} OFFSET 0) AS found")
+
+
+def apart(table: str, key: str, value: str, condition: str) -> str:
+    """The rows of `table` whose `key` is `value` (`?` or a column) and that meet
+    `condition`, for a FROM clause (PostgreSQL): the key looked up alone, in a
+    subquery the planner keeps apart (`OFFSET 0`), so only the key's own index can
+    answer it, whatever plan PostgreSQL made and kept (`per_key`), and `condition`
+    filtering the few rows found. `condition`'s placeholders come after `value`'s."""
+    return f"(SELECT * FROM {table} WHERE {key} = {value} OFFSET 0) AS one WHERE {condition}"
 
 
 # The statements `point_reads` batches: PostgreSQL runs them on connections of their

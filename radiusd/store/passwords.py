@@ -19,6 +19,7 @@ from radiusd.store.backend import (
     Backend,
     Op,
     PointReads,
+    apart,
     per_key,
     point_reads,
 )
@@ -279,13 +280,11 @@ WHERE login = ? AND state = 'active' AND device = ? AND acct_seen_at IS NULL
 KEYED[_SEEN_BY_LOGIN] = KEYED[_SEEN_BY_CLASS] = lambda params: None
 # PostgreSQL, with a generic plan made while the table was empty, was seen walking
 # `passwords_unseen` (every password in use and not yet seen) for each Start: the
-# login's own rows, looked up apart, then the rest (`backend.per_key` says more).
-PG_FORMS[_SEEN_BY_LOGIN] = """
-UPDATE passwords SET acct_seen_at = ?
-WHERE id IN (SELECT id FROM (SELECT id, state, device, acct_seen_at FROM passwords
-                             WHERE login = ? OFFSET 0) AS one
-             WHERE state = 'active' AND device = ? AND acct_seen_at IS NULL)
-"""
+# login's own rows, looked up apart (`backend.apart`), then the rest.
+PG_FORMS[_SEEN_BY_LOGIN] = (
+    "UPDATE passwords SET acct_seen_at = ? WHERE id IN (SELECT id FROM "
+    + apart("passwords", "login", "?", "state = 'active' AND device = ? AND acct_seen_at IS NULL")
+    + ")")
 _UNSEEN = (f"SELECT {_COLUMNS} FROM passwords"
            " WHERE state = 'active' AND acct_seen_at IS NULL AND claimed_at <= ?")
 _EXPIRE_LIVE_OF = """
