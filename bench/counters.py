@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""The `/metrics` password counters on PostgreSQL (docs/store.md, "Known limit"): one
+statement that changes many passwords, and the per-request statements that change
+one, under the counter triggers radiusd has (a row trigger per password, `row`) and
+under two candidate cures applied on top of its schema, in one run on one server:
+- `statement`: statement triggers with transition tables, one UPSERT per counter row
+  per statement. PostgreSQL allows transition tables only on triggers without a
+  column list, so the UPDATE one fires for every UPDATE of passwords;
+- `pending`: the row triggers (column lists and WHENs kept) append to an unlogged
+  `counter_pending` table, and a statement trigger on the same events moves what is
+  pending into `counters` after the statement's row triggers.
+
+    .venv/bin/python bench/counters.py
+    .venv/bin/python bench/counters.py --n 1000,8000,16000 --runs 5 --out counters.jsonl
+
+For each schema and each N: one INSERT of N live passwords of one NAS (the bulk path,
+as a voucher import would be), then the NAS's Accounting-On (`passwords.expire_at_nas`,
+the store's own statement: every live password of that NAS expired in one
+statement), then one DELETE of those expired rows (as `radiusd purge` would, in one
+statement). Then the per-request path, each in group-commit batches of 20 statements
+per transaction as the writer runs them: a Start's `seen_by_login` that finds its
+password, one that finds none (the common case: the mark is set once), and a Stop's
+`expire_by_class`. Times are wall clock on a throwaway PostgreSQL (radiusd.testing.
+postgres: fsync on) over a TCP loopback connection; each figure is the median of
+--runs. After each bulk step and each run the counters are checked against a count
+of the rows themselves: a mismatch exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import asyncpg  # noqa: E402
+
+from radiusd.store import passwords  # noqa: E402
+from radiusd.store.pg_migrations import migrate, take_shard  # noqa: E402
+from radiusd.store.postgres import translate  # noqa: E402
+from radiusd.testing.postgres import running_postgres  # noqa: E402
+
+BATCH = 20  # statements per transaction on the per-request path
+
+_STATEMENT = """
+DROP TRIGGER counters_password_issued ON passwords;
+DROP TRIGGER counters_password_used ON passwords;
+DROP TRIGGER counters_password_expired ON passwords;
+DROP TRIGGER counters_password_revived ON passwords;
+DROP TRIGGER counters_password_gone ON passwords;
+CREATE FUNCTION counters_passwords_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO counters (name, label, shard, value)
+    SELECT name, label, counters_shard(), SUM(n) FROM (
+        SELECT 'passwords_issued' AS name, '' AS label, 1 AS n FROM new_rows
+        UNION ALL SELECT 'passwords_used', '', 1 FROM new_rows WHERE claimed_at IS NOT NULL
+        UNION ALL SELECT 'passwords_expired', COALESCE(expire_reason, 'unknown'), 1
+            FROM new_rows WHERE state = 'expired'
+        UNION ALL SELECT 'passwords', 'expired', 1 FROM new_rows WHERE state = 'expired'
+    ) AS events GROUP BY name, label
+    ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER counters_passwords_inserted AFTER INSERT ON passwords
+REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION counters_passwords_inserted();
+CREATE FUNCTION counters_passwords_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO counters (name, label, shard, value)
+    SELECT event.name, event.label, counters_shard(), SUM(event.n)
+    FROM old_rows AS o JOIN new_rows AS n USING (id)
+    CROSS JOIN LATERAL (VALUES
+        ('passwords_used', '',
+         CASE WHEN o.claimed_at IS NULL AND n.claimed_at IS NOT NULL THEN 1 END),
+        ('passwords_expired', COALESCE(n.expire_reason, 'unknown'),
+         CASE WHEN n.state = 'expired' AND o.state != 'expired' THEN 1 END),
+        ('passwords', 'expired',
+         CASE WHEN n.state = 'expired' AND o.state != 'expired' THEN 1
+              WHEN o.state = 'expired' AND n.state != 'expired' THEN -1 END)
+    ) AS event(name, label, n)
+    WHERE event.n IS NOT NULL
+      AND ((o.claimed_at IS NULL AND n.claimed_at IS NOT NULL)
+           OR (o.state = 'expired') != (n.state = 'expired'))
+    GROUP BY event.name, event.label
+    ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER counters_passwords_updated AFTER UPDATE ON passwords
+REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION counters_passwords_updated();
+CREATE FUNCTION counters_passwords_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO counters (name, label, shard, value)
+    SELECT 'passwords', 'expired', counters_shard(), -COUNT(*) FROM old_rows
+    WHERE state = 'expired' HAVING COUNT(*) > 0
+    ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER counters_passwords_deleted AFTER DELETE ON passwords
+REFERENCING OLD TABLE AS old_rows
+FOR EACH STATEMENT EXECUTE FUNCTION counters_passwords_deleted();
+"""
+
+
+def _replace(name: str, body: str) -> str:
+    return (f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n{body}\n    RETURN NULL;\nEND $$;\n")
+
+
+def _append(*rows: str) -> str:
+    return f"INSERT INTO counter_pending (name, label, value) VALUES ({'), ('.join(rows)});"
+
+
+_PENDING = """
+CREATE UNLOGGED TABLE counter_pending (name TEXT NOT NULL, label TEXT NOT NULL,
+                                       value BIGINT NOT NULL);
+CREATE FUNCTION counters_fold() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    WITH pending AS (DELETE FROM counter_pending RETURNING name, label, value)
+    INSERT INTO counters (name, label, shard, value)
+    SELECT name, label, counters_shard(), SUM(value) FROM pending GROUP BY name, label
+    ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER counters_fold AFTER INSERT OR DELETE OR UPDATE OF claimed_at, state
+ON passwords FOR EACH STATEMENT EXECUTE FUNCTION counters_fold();
+""" + _replace("counters_password_issued", """
+    INSERT INTO counter_pending (name, label, value)
+    SELECT 'passwords_issued', '', 1
+    UNION ALL SELECT 'passwords_used', '', 1 WHERE new.claimed_at IS NOT NULL
+    UNION ALL SELECT 'passwords_expired', COALESCE(new.expire_reason, 'unknown'), 1
+        WHERE new.state = 'expired'
+    UNION ALL SELECT 'passwords', 'expired', 1 WHERE new.state = 'expired';
+""") + _replace("counters_password_used", _append("'passwords_used', '', 1")) + _replace(
+    "counters_password_expired",
+    _append("'passwords_expired', COALESCE(new.expire_reason, 'unknown'), 1",
+            "'passwords', 'expired', 1")) + _replace(
+    "counters_password_revived", _append("'passwords', 'expired', -1"))
+
+VARIANTS = {"row": "", "statement": _STATEMENT, "pending": _PENDING}
+
+_FILL = """
+INSERT INTO passwords (login, kind, state, secret, language, issued_at, unclaimed_until,
+    claimed_at, device, nas, nas_address, class_token)
+SELECT '+7700' || lpad(i::text, 7, '0'), 'phone', 'active', '\\x00', 'en', 1, 2, 1.5,
+    'dev' || i, $2, '10.0.0.1', $3 || i
+FROM generate_series($1::bigint, $1::bigint + $4 - 1) AS i
+"""
+_PURGE = "DELETE FROM passwords WHERE state = 'expired' AND nas = $1"
+# What the counters must say, counted from the rows (the counters also count what a
+# purge deleted, so the check runs before any delete and after each).
+_TRUTH = """
+SELECT 'passwords_expired' AS name, COALESCE(expire_reason, 'unknown') AS label, COUNT(*)
+FROM passwords WHERE state = 'expired' GROUP BY 2
+UNION ALL SELECT 'passwords', 'expired', COUNT(*) FROM passwords WHERE state = 'expired'
+"""
+
+
+async def schema(conn: asyncpg.Connection, variant: str) -> None:
+    """radiusd's schema (`migrate`), then the variant's triggers over it."""
+    await migrate(conn)
+    if VARIANTS[variant]:
+        async with conn.transaction():
+            await conn.execute(VARIANTS[variant])
+    await take_shard(conn)
+
+
+async def timed(call: Callable[[], Awaitable[Any]]) -> float:
+    t = time.perf_counter()
+    await call()
+    return time.perf_counter() - t
+
+
+async def bulk(conn: asyncpg.Connection, n: int, base: int) -> dict[str, float]:
+    """One statement each over N passwords of one NAS: insert, Accounting-On, delete."""
+    nas = f"nas{base}"
+    expire_sql, expire_params = passwords.expire_at_nas(nas, "10.0.0.1", 5.0, "nas-reboot")
+    out = {"insert_s": await timed(lambda: conn.execute(_FILL, base, nas, f"c{base}-", n)),
+           "accounting_on_s": await timed(
+               lambda: conn.execute(translate(expire_sql), *expire_params))}
+    await check(conn)
+    out["delete_s"] = await timed(lambda: conn.execute(_PURGE, nas))
+    return out
+
+
+async def per_request(conn: asyncpg.Connection, base: int, count: int) -> dict[str, float]:
+    """Median ms of a transaction of BATCH single-password statements."""
+    await conn.execute(_FILL, base, "nas-req", f"r{base}-", count)
+    await conn.execute("ANALYZE passwords")
+
+    def login(i: int) -> str:
+        return f"+7700{base + i:07d}"
+
+    kinds = {
+        "seen_found": lambda i: passwords.seen_by_login(login(i), f"dev{base + i}", 3.0),
+        "seen_none": lambda i: passwords.seen_by_login(login(i), f"dev{base + i}", 3.0),
+        "stop_expire": lambda i: passwords.expire_by_class(f"r{base}-{base + i}", 4.0, "stop"),
+    }
+    out = {}
+    for name, op in kinds.items():
+        times = []
+        for start in range(0, count, BATCH):
+            ops = [op(i) for i in range(start, start + BATCH)]
+
+            async def run(ops: list[Any] = ops) -> None:
+                async with conn.transaction():
+                    await conn.executemany(translate(ops[0][0]), [p for _, p in ops])
+            times.append(await timed(run))
+        out[f"{name}_batch_ms"] = statistics.median(times) * 1000
+    await check(conn)
+    return out
+
+
+async def check(conn: asyncpg.Connection) -> None:
+    """The counters equal the rows (no delete has run yet in this database)."""
+    truth = {(r[0], r[1]): int(r[2]) for r in await conn.fetch(_TRUTH)}
+    kept = {(r[0], r[1]): int(r[2]) for r in await conn.fetch(
+        "SELECT name, label, SUM(value) FROM counters WHERE name IN "
+        "('passwords', 'passwords_expired') GROUP BY 1, 2")}
+    purged = kept.get(("passwords", "expired"), 0) - truth.get(("passwords", "expired"), 0)
+    if purged != 0 or any(kept.get(k, 0) < v for k, v in truth.items()):
+        raise SystemExit(f"counters disagree with the rows: kept {kept}, rows {truth}")
+
+
+async def one_run(url: str, variant: str, ns: list[int], per: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        await schema(conn, variant)
+        out: dict[str, Any] = {}
+        for k, n in enumerate(ns):
+            for key, v in (await bulk(conn, n, 1_000_000 * (k + 1))).items():
+                out[f"{key}@{n}"] = v
+        out.update(await per_request(conn, 50_000_000, per))
+        return out
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", default="1000,2000,4000,8000",
+                   help="passwords one statement changes (comma-separated)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--per-request", type=int, default=2000,
+                   help="statements of each per-request kind per run")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="subset of " + ",".join(VARIANTS))
+    p.add_argument("--out", type=Path, help="append each run's JSON here")
+    args = p.parse_args(argv)
+    ns = [int(x) for x in args.n.split(",")]
+    wanted = args.variants.split(",")
+    if any(v not in VARIANTS for v in wanted) or args.runs < 1:
+        p.error(f"--variants takes some of {','.join(VARIANTS)}; --runs at least 1")
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in wanted}
+    with running_postgres() as pg:
+        for run in range(args.runs):
+            for variant in wanted:  # interleaved, run by run
+                url = pg.create_database(f"counters_{variant}_r{run}")
+                r = asyncio.run(one_run(url, variant, ns, args.per_request))
+                results[variant].append(r)
+                if args.out:
+                    with args.out.open("a") as f:
+                        f.write(json.dumps({"variant": variant, "run": run, **r}) + "\n")
+                print(f"[{variant} run {run + 1}] done", file=sys.stderr)
+    keys = list(results[wanted[0]][0])
+    print(f"| median of {args.runs} runs | " + " | ".join(wanted) + " |")
+    print("|---|" + "---:|" * len(wanted))
+    for key in keys:
+        unit = "ms" if key.endswith("_ms") else "s"
+        cells = [f"{statistics.median(r[key] for r in results[v]):.3f} {unit}" for v in wanted]
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
