@@ -50,14 +50,23 @@ from radiusd.testing.postgres import running_postgres  # noqa: E402
 
 BATCH = 20  # statements per transaction on the per-request path
 
+def _per_statement(name: str, event: str, referencing: str, body: str) -> str:
+    """A statement trigger on passwords and its function."""
+    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n{body}\n    RETURN NULL;\nEND $$;\n"
+            f"CREATE TRIGGER {name} AFTER {event} ON passwords REFERENCING {referencing}\n"
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}();\n")
+
+
+_UPSERT = ("ON CONFLICT (name, label, shard) DO UPDATE "
+           "SET value = counters.value + excluded.value;")
 _STATEMENT = """
 DROP TRIGGER counters_password_issued ON passwords;
 DROP TRIGGER counters_password_used ON passwords;
 DROP TRIGGER counters_password_expired ON passwords;
 DROP TRIGGER counters_password_revived ON passwords;
 DROP TRIGGER counters_password_gone ON passwords;
-CREATE FUNCTION counters_passwords_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+""" + _per_statement("counters_passwords_inserted", "INSERT", "NEW TABLE AS new_rows", """
     INSERT INTO counters (name, label, shard, value)
     SELECT name, label, counters_shard(), SUM(n) FROM (
         SELECT 'passwords_issued' AS name, '' AS label, 1 AS n FROM new_rows
@@ -66,14 +75,8 @@ BEGIN
             FROM new_rows WHERE state = 'expired'
         UNION ALL SELECT 'passwords', 'expired', 1 FROM new_rows WHERE state = 'expired'
     ) AS events GROUP BY name, label
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER counters_passwords_inserted AFTER INSERT ON passwords
-REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION counters_passwords_inserted();
-CREATE FUNCTION counters_passwords_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+    """ + _UPSERT) + _per_statement(
+    "counters_passwords_updated", "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows", """
     INSERT INTO counters (name, label, shard, value)
     SELECT event.name, event.label, counters_shard(), SUM(event.n)
     FROM old_rows AS o JOIN new_rows AS n USING (id)
@@ -90,24 +93,12 @@ BEGIN
       AND ((o.claimed_at IS NULL AND n.claimed_at IS NOT NULL)
            OR (o.state = 'expired') != (n.state = 'expired'))
     GROUP BY event.name, event.label
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER counters_passwords_updated AFTER UPDATE ON passwords
-REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION counters_passwords_updated();
-CREATE FUNCTION counters_passwords_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+    """ + _UPSERT) + _per_statement(
+    "counters_passwords_deleted", "DELETE", "OLD TABLE AS old_rows", """
     INSERT INTO counters (name, label, shard, value)
     SELECT 'passwords', 'expired', counters_shard(), -COUNT(*) FROM old_rows
     WHERE state = 'expired' HAVING COUNT(*) > 0
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER counters_passwords_deleted AFTER DELETE ON passwords
-REFERENCING OLD TABLE AS old_rows
-FOR EACH STATEMENT EXECUTE FUNCTION counters_passwords_deleted();
-"""
+    """ + _UPSERT)
 
 
 def _replace(name: str, body: str) -> str:
@@ -127,7 +118,7 @@ BEGIN
     WITH pending AS (DELETE FROM counter_pending RETURNING name, label, value)
     INSERT INTO counters (name, label, shard, value)
     SELECT name, label, counters_shard(), SUM(value) FROM pending GROUP BY name, label
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    """ + _UPSERT + """
     RETURN NULL;
 END $$;
 CREATE TRIGGER counters_fold AFTER INSERT OR DELETE OR UPDATE OF claimed_at, state

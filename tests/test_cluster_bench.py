@@ -5,7 +5,6 @@ of radiusd.testing.postgres really starting and holding a new database."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import socket
 import subprocess
 import sys
@@ -18,19 +17,14 @@ import pytest
 
 from radiusd.config import Config, OtpConfig
 from radiusd.testing.postgres import PostgresServer, PostgresUnavailable, running_postgres
+from tests import benches
 from tests.conftest import IN_CI
 
 URL = "postgresql://postgres:pw@127.0.0.1:5433/radiusd_pg1"
 
 
 def cluster() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "cluster.py"
-    spec = importlib.util.spec_from_file_location("cluster", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cluster"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benches.load("cluster")
 
 
 def ports(n: int) -> list[dict[str, int]]:

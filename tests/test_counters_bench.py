@@ -5,22 +5,15 @@ and the per-request statements leave the `/metrics` counters equal to the rows."
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests import benches
+
 
 def counters() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "counters.py"
-    spec = importlib.util.spec_from_file_location("counters_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["counters_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benches.load("counters", "counters_bench")
 
 
 @pytest.mark.parametrize("variant", ["row", "statement", "pending"])

@@ -3,16 +3,15 @@ schema and the real sealed formats, that the server's own code reads back."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sqlite3
-import sys
 from pathlib import Path
 from types import ModuleType
 
 from radiusd import export, journal
 from radiusd.sealing import Sealer
 from radiusd.store.migrations import MIGRATIONS
+from tests import benches
 
 NOW = 1_796_500_000.0
 YEAR = 365 * 86400.0
@@ -20,13 +19,7 @@ N = 2000
 
 
 def growth() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "growth.py"
-    spec = importlib.util.spec_from_file_location("growth", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["growth"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benches.load("growth")
 
 
 def test_fill_writes_a_year_of_history_that_opens_with_the_key(tmp_path: Path) -> None:
