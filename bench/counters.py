@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""The `/metrics` password counters on PostgreSQL (docs/store.md, "Known limit"): one
-statement that changes many passwords, and the per-request statements that change
-one, under the counter triggers radiusd has (a row trigger per password, `row`) and
-under two candidate cures applied on top of its schema, in one run on one server:
-- `statement`: statement triggers with transition tables, one UPSERT per counter row
-  per statement. PostgreSQL allows transition tables only on triggers without a
-  column list, so the UPDATE one fires for every UPDATE of passwords;
-- `pending`: the row triggers (column lists and WHENs kept) append to an unlogged
-  `counter_pending` table, and a statement trigger on the same events moves what is
-  pending into `counters` after the statement's row triggers.
+"""The `/metrics` password counters on PostgreSQL (docs/store.md, "One statement over
+thousands of passwords"): one statement that changes many passwords, and the
+per-request statements that change one, under three designs of the counter
+triggers, in one run on one server:
+- `row`: schema version 13, a row trigger per password adding to the counter rows
+  (the same rows again and again in one statement: N squared);
+- `statement`: radiusd's schema now (migration 14), statement triggers with
+  transition tables, one UPSERT per counter row per statement, and the per-request
+  seen marks as functions that update only when there is a password to mark;
+- `pending`: version 13 with its row triggers appending to an unlogged
+  `counter_pending` table, moved into `counters` by a statement trigger on the same
+  events (the other cure considered, not taken).
 
     .venv/bin/python bench/counters.py
     .venv/bin/python bench/counters.py --n 1000,8000,16000 --runs 5 --out counters.jsonl
@@ -18,9 +20,10 @@ as a voucher import would be), then the NAS's Accounting-On (`passwords.expire_a
 the store's own statement: every live password of that NAS expired in one
 statement), then one DELETE of those expired rows (as `radiusd purge` would, in one
 statement). Then the per-request path, each in group-commit batches of 20 statements
-per transaction as the writer runs them: a Start's `seen_by_login` that finds its
-password, one that finds none (the common case: the mark is set once), and a Stop's
-`expire_by_class`. Times are wall clock on a throwaway PostgreSQL (radiusd.testing.
+per transaction as the writer runs them (each variant in the form it has on
+PostgreSQL: `statement`'s seen mark is its function): a Start's `seen_by_login` that
+finds its password, one that finds none (the common case: the mark is set once),
+and a Stop's `expire_by_class`. Times are wall clock on a throwaway PostgreSQL (radiusd.testing.
 postgres: fsync on) over a TCP loopback connection; each figure is the median of
 --runs. After each bulk step and each run the counters are checked against a count
 of the rows themselves: a mismatch exits 1.
@@ -44,61 +47,20 @@ sys.path.insert(0, str(HERE.parent))
 import asyncpg  # noqa: E402
 
 from radiusd.store import passwords  # noqa: E402
-from radiusd.store.pg_migrations import migrate, take_shard  # noqa: E402
+from radiusd.store.pg_migrations import scripts, take_shard  # noqa: E402
 from radiusd.store.postgres import translate  # noqa: E402
 from radiusd.testing.postgres import running_postgres  # noqa: E402
 
 BATCH = 20  # statements per transaction on the per-request path
 
-def _per_statement(name: str, event: str, referencing: str, body: str) -> str:
-    """A statement trigger on passwords and its function."""
-    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            f"BEGIN\n{body}\n    RETURN NULL;\nEND $$;\n"
-            f"CREATE TRIGGER {name} AFTER {event} ON passwords REFERENCING {referencing}\n"
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}();\n")
-
-
 _UPSERT = ("ON CONFLICT (name, label, shard) DO UPDATE "
            "SET value = counters.value + excluded.value;")
-_STATEMENT = """
-DROP TRIGGER counters_password_issued ON passwords;
-DROP TRIGGER counters_password_used ON passwords;
-DROP TRIGGER counters_password_expired ON passwords;
-DROP TRIGGER counters_password_revived ON passwords;
-DROP TRIGGER counters_password_gone ON passwords;
-""" + _per_statement("counters_passwords_inserted", "INSERT", "NEW TABLE AS new_rows", """
-    INSERT INTO counters (name, label, shard, value)
-    SELECT name, label, counters_shard(), SUM(n) FROM (
-        SELECT 'passwords_issued' AS name, '' AS label, 1 AS n FROM new_rows
-        UNION ALL SELECT 'passwords_used', '', 1 FROM new_rows WHERE claimed_at IS NOT NULL
-        UNION ALL SELECT 'passwords_expired', COALESCE(expire_reason, 'unknown'), 1
-            FROM new_rows WHERE state = 'expired'
-        UNION ALL SELECT 'passwords', 'expired', 1 FROM new_rows WHERE state = 'expired'
-    ) AS events GROUP BY name, label
-    """ + _UPSERT) + _per_statement(
-    "counters_passwords_updated", "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows", """
-    INSERT INTO counters (name, label, shard, value)
-    SELECT event.name, event.label, counters_shard(), SUM(event.n)
-    FROM old_rows AS o JOIN new_rows AS n USING (id)
-    CROSS JOIN LATERAL (VALUES
-        ('passwords_used', '',
-         CASE WHEN o.claimed_at IS NULL AND n.claimed_at IS NOT NULL THEN 1 END),
-        ('passwords_expired', COALESCE(n.expire_reason, 'unknown'),
-         CASE WHEN n.state = 'expired' AND o.state != 'expired' THEN 1 END),
-        ('passwords', 'expired',
-         CASE WHEN n.state = 'expired' AND o.state != 'expired' THEN 1
-              WHEN o.state = 'expired' AND n.state != 'expired' THEN -1 END)
-    ) AS event(name, label, n)
-    WHERE event.n IS NOT NULL
-      AND ((o.claimed_at IS NULL AND n.claimed_at IS NOT NULL)
-           OR (o.state = 'expired') != (n.state = 'expired'))
-    GROUP BY event.name, event.label
-    """ + _UPSERT) + _per_statement(
-    "counters_passwords_deleted", "DELETE", "OLD TABLE AS old_rows", """
-    INSERT INTO counters (name, label, shard, value)
-    SELECT 'passwords', 'expired', counters_shard(), -COUNT(*) FROM old_rows
-    WHERE state = 'expired' HAVING COUNT(*) > 0
-    """ + _UPSERT)
+# A Start's seen mark as radiusd sent it to PostgreSQL up to schema 13 (36fd571): an
+# UPDATE, the login's rows looked up apart; from 14 on, `passwords_seen_by_login`.
+_SEEN_BY_LOGIN_13 = (
+    "UPDATE passwords SET acct_seen_at = $1 WHERE id IN (SELECT id FROM (SELECT * FROM "
+    "passwords WHERE login = $2 OFFSET 0) AS one WHERE state = 'active' AND device = $3 "
+    "AND acct_seen_at IS NULL)")
 
 
 def _replace(name: str, body: str) -> str:
@@ -136,7 +98,9 @@ ON passwords FOR EACH STATEMENT EXECUTE FUNCTION counters_fold();
             "'passwords', 'expired', 1")) + _replace(
     "counters_password_revived", _append("'passwords', 'expired', -1"))
 
-VARIANTS = {"row": "", "statement": _STATEMENT, "pending": _PENDING}
+# Each variant: the schema version it starts from, then its own triggers over it.
+ROWS = 13  # the last version with a row trigger per password
+VARIANTS = {"row": (ROWS, ""), "statement": (len(scripts()), ""), "pending": (ROWS, _PENDING)}
 
 _FILL = """
 INSERT INTO passwords (login, kind, state, secret, language, issued_at, unclaimed_until,
@@ -156,11 +120,16 @@ UNION ALL SELECT 'passwords', 'expired', COUNT(*) FROM passwords WHERE state = '
 
 
 async def schema(conn: asyncpg.Connection, variant: str) -> None:
-    """radiusd's schema (`migrate`), then the variant's triggers over it."""
-    await migrate(conn)
-    if VARIANTS[variant]:
+    """radiusd's schema up to the variant's version, then the variant's triggers."""
+    version, extra = VARIANTS[variant]
+    await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for v, script in enumerate(scripts()[:version], start=1):
         async with conn.transaction():
-            await conn.execute(VARIANTS[variant])
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", v)
+    if extra:
+        async with conn.transaction():
+            await conn.execute(extra)
     await take_shard(conn)
 
 
@@ -182,7 +151,15 @@ async def bulk(conn: asyncpg.Connection, n: int, base: int) -> dict[str, float]:
     return out
 
 
-async def per_request(conn: asyncpg.Connection, base: int, count: int) -> dict[str, float]:
+def form(variant: str, sql: str) -> str:
+    """The statement as radiusd sends it to PostgreSQL at the variant's schema."""
+    if VARIANTS[variant][0] <= ROWS and sql == passwords.seen_by_login("", "", 0.0)[0]:
+        return _SEEN_BY_LOGIN_13
+    return translate(sql)
+
+
+async def per_request(conn: asyncpg.Connection, variant: str, base: int, count: int
+                      ) -> dict[str, float]:
     """Median ms of a transaction of BATCH single-password statements."""
     await conn.execute(_FILL, base, "nas-req", f"r{base}-", count)
     await conn.execute("ANALYZE passwords")
@@ -203,7 +180,7 @@ async def per_request(conn: asyncpg.Connection, base: int, count: int) -> dict[s
 
             async def run(ops: list[Any] = ops) -> None:
                 async with conn.transaction():
-                    await conn.executemany(translate(ops[0][0]), [p for _, p in ops])
+                    await conn.executemany(form(variant, ops[0][0]), [p for _, p in ops])
             times.append(await timed(run))
         out[f"{name}_batch_ms"] = statistics.median(times) * 1000
     await check(conn)
@@ -229,7 +206,7 @@ async def one_run(url: str, variant: str, ns: list[int], per: int) -> dict[str, 
         for k, n in enumerate(ns):
             for key, v in (await bulk(conn, n, 1_000_000 * (k + 1))).items():
                 out[f"{key}@{n}"] = v
-        out.update(await per_request(conn, 50_000_000, per))
+        out.update(await per_request(conn, variant, 50_000_000, per))
         return out
     finally:
         await conn.close()

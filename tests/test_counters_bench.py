@@ -1,6 +1,7 @@
-"""bench/counters.py (issue 12, docs/store.md "Known limit"), small: under radiusd's
-counter triggers and under each candidate cure, one statement over many passwords
-and the per-request statements leave the `/metrics` counters equal to the rows."""
+"""bench/counters.py (issue 12, migration 14), small: under each design of the
+counter triggers (schema 13's, radiusd's now, the cure not taken), one statement over
+many passwords and the per-request statements leave the `/metrics` counters equal to
+the rows."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from radiusd.store.backend import (
     Backend,
     Op,
     PointReads,
-    apart,
     per_key,
     point_reads,
 )
@@ -271,20 +270,21 @@ _SEEN_BY_LOGIN = """
 UPDATE passwords SET acct_seen_at = ?
 WHERE login = ? AND state = 'active' AND device = ? AND acct_seen_at IS NULL
 """
-# Both set a time once (the first write wins, never a state: no counter trigger
-# fires), and only `_UNSEEN` reads it, as NULL or not; so any two of them in one group
+# Both set a time once (the first write wins, never a state: no counter moves), and
+# only `_UNSEEN` reads it, as NULL or not; so any two of them in one group
 # commit give the same outcome in either order but for which of two in-flight
 # requests' times is kept, and no other keyed statement touches passwords: no key
 # (`backend.rounds`). Other statements on passwords are not keyed: a request holding
 # one keeps its place.
 KEYED[_SEEN_BY_LOGIN] = KEYED[_SEEN_BY_CLASS] = lambda params: None
-# PostgreSQL, with a generic plan made while the table was empty, was seen walking
-# `passwords_unseen` (every password in use and not yet seen) for each Start: the
-# login's own rows, looked up apart (`backend.apart`), then the rest.
-PG_FORMS[_SEEN_BY_LOGIN] = (
-    "UPDATE passwords SET acct_seen_at = ? WHERE id IN (SELECT id FROM "
-    + apart("passwords", "login", "?", "state = 'active' AND device = ? AND acct_seen_at IS NULL")
-    + ")")
+# PostgreSQL: functions of migration 14 that update only when there is a password to
+# mark. Its counters are kept by statement triggers, which fire for every UPDATE of
+# passwords, even one that changes nothing, and these run at every Start and
+# Interim-Update. The login's rows are looked up apart (`backend.apart`): a generic
+# plan made while the table was empty was seen walking `passwords_unseen` (every
+# password in use and not yet seen) for each Start.
+PG_FORMS[_SEEN_BY_LOGIN] = "SELECT passwords_seen_by_login(?, ?, ?)"
+PG_FORMS[_SEEN_BY_CLASS] = "SELECT passwords_seen_by_class(?, ?)"
 _UNSEEN = (f"SELECT {_COLUMNS} FROM passwords"
            " WHERE state = 'active' AND acct_seen_at IS NULL AND claimed_at <= ?")
 _EXPIRE_LIVE_OF = """

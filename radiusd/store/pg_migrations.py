@@ -337,6 +337,14 @@ def _sharded(*rows: str) -> str:
     return _SHARDED % "), (".join(r.replace("@", "counters_shard()") for r in rows)
 
 
+def _per_statement(name: str, event: str, referencing: str, body: str) -> str:
+    """A statement trigger on passwords that sees the statement's rows, and its function."""
+    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n{body}\n    RETURN NULL;\nEND $$;\n"
+            f"CREATE TRIGGER {name} AFTER {event} ON passwords REFERENCING {referencing}\n"
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}();\n")
+
+
 def _trigger(name: str, body: str) -> str:
     return (f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             f"BEGIN\n{body}\n    RETURN NULL;\nEND $$;\n")
@@ -387,6 +395,88 @@ PG_ONLY: dict[int, str] = {
             WHERE new.state NOT IN ('queued', 'sending')
         ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
     """) + _trigger("counters_sms_gone", _sharded("'sms', old.state, @, -1")),
+    # 14: the password counters once per statement, not once per password. A row
+    # trigger added to the same `counters` row for every password a statement
+    # changed, and PostgreSQL walks the versions of a row this transaction already
+    # updated each time, so one statement changing N passwords cost N squared:
+    # Accounting-On for a NAS with 8,000 users on line held the writer, and so every
+    # answer, for a second (docs/store.md). A statement trigger sees the statement's
+    # rows as transition tables and adds to each counter row once.
+    # PostgreSQL allows transition tables only on triggers without a column list, so
+    # the UPDATE trigger fires for every UPDATE of passwords. The per-request mark
+    # that counts nothing, accounting's first word about a password (`seen_by_login`,
+    # `seen_by_class`, at every Start and Interim-Update), therefore becomes a
+    # function that updates only when there is a password to mark: a lookup by key,
+    # as the UPDATE made, and no trigger when nothing changes.
+    14: """
+    DROP TRIGGER counters_password_issued ON passwords;
+    DROP TRIGGER counters_password_used ON passwords;
+    DROP TRIGGER counters_password_expired ON passwords;
+    DROP TRIGGER counters_password_revived ON passwords;
+    DROP TRIGGER counters_password_gone ON passwords;
+    DROP FUNCTION counters_password_issued();
+    DROP FUNCTION counters_password_used();
+    DROP FUNCTION counters_password_expired();
+    DROP FUNCTION counters_password_revived();
+    """ + _per_statement("counters_passwords_inserted", "INSERT", "NEW TABLE AS new_rows", """
+        INSERT INTO counters (name, label, shard, value)
+        SELECT name, label, counters_shard(), SUM(n) FROM (
+            SELECT 'passwords_issued' AS name, '' AS label, 1 AS n FROM new_rows
+            UNION ALL SELECT 'passwords_used', '', 1 FROM new_rows
+                WHERE claimed_at IS NOT NULL
+            UNION ALL SELECT 'passwords_expired', COALESCE(expire_reason, 'unknown'), 1
+                FROM new_rows WHERE state = 'expired'
+            UNION ALL SELECT 'passwords', 'expired', 1 FROM new_rows WHERE state = 'expired'
+        ) AS events GROUP BY name, label
+        ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    """) + _per_statement(
+        "counters_passwords_updated", "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        """
+        INSERT INTO counters (name, label, shard, value)
+        SELECT event.name, event.label, counters_shard(), SUM(event.n)
+        FROM old_rows AS o JOIN new_rows AS n USING (id)
+        CROSS JOIN LATERAL (VALUES
+            ('passwords_used', '',
+             CASE WHEN o.claimed_at IS NULL AND n.claimed_at IS NOT NULL THEN 1 END),
+            ('passwords_expired', COALESCE(n.expire_reason, 'unknown'),
+             CASE WHEN n.state = 'expired' AND o.state != 'expired' THEN 1 END),
+            ('passwords', 'expired',
+             CASE WHEN n.state = 'expired' AND o.state != 'expired' THEN 1
+                  WHEN o.state = 'expired' AND n.state != 'expired' THEN -1 END)
+        ) AS event(name, label, n)
+        WHERE event.n IS NOT NULL
+          AND ((o.claimed_at IS NULL AND n.claimed_at IS NOT NULL)
+               OR (o.state = 'expired') != (n.state = 'expired'))
+        GROUP BY event.name, event.label
+        ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    """) + _per_statement("counters_passwords_deleted", "DELETE", "OLD TABLE AS old_rows", """
+        INSERT INTO counters (name, label, shard, value)
+        SELECT 'passwords', 'expired', counters_shard(), -COUNT(*) FROM old_rows
+        WHERE state = 'expired' HAVING COUNT(*) > 0
+        ON CONFLICT (name, label, shard) DO UPDATE SET value = counters.value + excluded.value;
+    """) + """
+    CREATE FUNCTION passwords_seen_by_login(seen DOUBLE PRECISION, who TEXT, dev TEXT)
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        -- The login's rows looked up alone, then the rest (`backend.apart`).
+        IF EXISTS (SELECT 1 FROM (SELECT * FROM passwords WHERE login = who OFFSET 0) AS one
+                   WHERE state = 'active' AND device = dev AND acct_seen_at IS NULL) THEN
+            UPDATE passwords SET acct_seen_at = seen WHERE id IN (
+                SELECT id FROM (SELECT * FROM passwords WHERE login = who OFFSET 0) AS one
+                WHERE state = 'active' AND device = dev AND acct_seen_at IS NULL);
+        END IF;
+    END $$;
+    CREATE FUNCTION passwords_seen_by_class(seen DOUBLE PRECISION, token TEXT)
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        -- `passwords_class`: live passwords by Class, a row or two a key.
+        IF EXISTS (SELECT 1 FROM passwords WHERE class_token = token
+                   AND state != 'expired' AND acct_seen_at IS NULL) THEN
+            UPDATE passwords SET acct_seen_at = seen WHERE class_token = token
+                AND state != 'expired' AND acct_seen_at IS NULL;
+        END IF;
+    END $$;
+    """,
 }
 
 
