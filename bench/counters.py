@@ -23,7 +23,8 @@ statement). Then the per-request path, each in group-commit batches of 20 statem
 per transaction as the writer runs them (each variant in the form it has on
 PostgreSQL: `statement`'s seen mark is its function): a Start's `seen_by_login` that
 finds its password, one that finds none (the common case: the mark is set once),
-and a Stop's `expire_by_class`. Times are wall clock on a throwaway PostgreSQL (radiusd.testing.
+a "Get password" press's `supersede` that finds no unused code (the usual case), and
+a Stop's `expire_by_class`. Times are wall clock on a throwaway PostgreSQL (radiusd.testing.
 postgres: fsync on) over a TCP loopback connection; each figure is the median of
 --runs. After each bulk step and each run the counters are checked against a count
 of the rows themselves: a mismatch exits 1.
@@ -105,7 +106,7 @@ VARIANTS = {"row": (ROWS, ""), "statement": (len(scripts()), ""), "pending": (RO
 _FILL = """
 INSERT INTO passwords (login, kind, state, secret, language, issued_at, unclaimed_until,
     claimed_at, device, nas, nas_address, class_token)
-SELECT '+7700' || lpad(i::text, 7, '0'), 'phone', 'active', '\\x00', 'en', 1, 2, 1.5,
+SELECT '+7700' || i, 'phone', 'active', '\\x00', 'en', 1, 2, 1.5,
     'dev' || i, $2, '10.0.0.1', $3 || i
 FROM generate_series($1::bigint, $1::bigint + $4 - 1) AS i
 """
@@ -165,11 +166,13 @@ async def per_request(conn: asyncpg.Connection, variant: str, base: int, count: 
     await conn.execute("ANALYZE passwords")
 
     def login(i: int) -> str:
-        return f"+7700{base + i:07d}"
+        return f"+7700{base + i}"
 
     kinds = {
         "seen_found": lambda i: passwords.seen_by_login(login(i), f"dev{base + i}", 3.0),
         "seen_none": lambda i: passwords.seen_by_login(login(i), f"dev{base + i}", 3.0),
+        # A "Get password" press: the number's unused codes superseded (usually none).
+        "supersede_none": lambda i: passwords.supersede(login(i), 3.5),
         "stop_expire": lambda i: passwords.expire_by_class(f"r{base}-{base + i}", 4.0, "stop"),
     }
     out = {}
@@ -183,6 +186,11 @@ async def per_request(conn: asyncpg.Connection, variant: str, base: int, count: 
                     await conn.executemany(form(variant, ops[0][0]), [p for _, p in ops])
             times.append(await timed(run))
         out[f"{name}_batch_ms"] = statistics.median(times) * 1000
+        if name == "seen_found":  # each mark found its password
+            marked = await conn.fetchval(
+                "SELECT COUNT(*) FROM passwords WHERE acct_seen_at = 3.0")
+            if marked != count:
+                raise SystemExit(f"seen_found marked {marked} of {count} passwords")
     await check(conn)
     return out
 

@@ -270,12 +270,11 @@ _SEEN_BY_LOGIN = """
 UPDATE passwords SET acct_seen_at = ?
 WHERE login = ? AND state = 'active' AND device = ? AND acct_seen_at IS NULL
 """
-# Both set a time once (the first write wins, never a state: no counter moves), and
-# only `_UNSEEN` reads it, as NULL or not; so any two of them in one group
-# commit give the same outcome in either order but for which of two in-flight
-# requests' times is kept, and no other keyed statement touches passwords: no key
-# (`backend.rounds`). Other statements on passwords are not keyed: a request holding
-# one keeps its place.
+# Both set a time, never a state (no counter moves), and only `_UNSEEN` reads it, as
+# NULL or not; so any two of them in one group commit give the same outcome in either
+# order but for which of two in-flight requests' times is kept, and no other keyed
+# statement touches passwords: no key (`backend.rounds`). Other statements on
+# passwords are not keyed: a request holding one keeps its place.
 KEYED[_SEEN_BY_LOGIN] = KEYED[_SEEN_BY_CLASS] = lambda params: None
 # PostgreSQL: functions of migration 14 that update only when there is a password to
 # mark. Its counters are kept by statement triggers, which fire for every UPDATE of

@@ -403,11 +403,12 @@ PG_ONLY: dict[int, str] = {
     # answer, for a second (docs/store.md). A statement trigger sees the statement's
     # rows as transition tables and adds to each counter row once.
     # PostgreSQL allows transition tables only on triggers without a column list, so
-    # the UPDATE trigger fires for every UPDATE of passwords. The per-request mark
-    # that counts nothing, accounting's first word about a password (`seen_by_login`,
-    # `seen_by_class`, at every Start and Interim-Update), therefore becomes a
+    # the UPDATE trigger fires for every UPDATE of passwords; it returns at once when
+    # the statement matched nothing (most `supersede`s, at every "Get password"). The
+    # per-request mark that counts nothing, accounting's first word about a password
+    # (`seen_by_login`, `seen_by_class`, at every Start and Interim-Update), becomes a
     # function that updates only when there is a password to mark: a lookup by key,
-    # as the UPDATE made, and no trigger when nothing changes.
+    # as the UPDATE made, and no trigger when nothing is to be marked.
     14: """
     DROP TRIGGER counters_password_issued ON passwords;
     DROP TRIGGER counters_password_used ON passwords;
@@ -432,6 +433,10 @@ PG_ONLY: dict[int, str] = {
     """) + _per_statement(
         "counters_passwords_updated", "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows",
         """
+        IF NOT EXISTS (SELECT FROM new_rows) THEN
+            RETURN NULL;  -- an UPDATE that matched nothing (most `supersede`s)
+        END IF;
+        -- Old and new rows paired by id: radiusd never changes a password's id.
         INSERT INTO counters (name, label, shard, value)
         SELECT event.name, event.label, counters_shard(), SUM(event.n)
         FROM old_rows AS o JOIN new_rows AS n USING (id)
