@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE.parent))
 import asyncpg  # noqa: E402
 
 from radiusd.store import passwords  # noqa: E402
-from radiusd.store.pg_migrations import scripts, take_shard  # noqa: E402
+from radiusd.store.pg_migrations import migrate, scripts, take_shard  # noqa: E402
 from radiusd.store.postgres import translate  # noqa: E402
 from radiusd.testing.postgres import running_postgres  # noqa: E402
 
@@ -123,11 +123,7 @@ UNION ALL SELECT 'passwords', 'expired', COUNT(*) FROM passwords WHERE state = '
 async def schema(conn: asyncpg.Connection, variant: str) -> None:
     """radiusd's schema up to the variant's version, then the variant's triggers."""
     version, extra = VARIANTS[variant]
-    await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    for v, script in enumerate(scripts()[:version], start=1):
-        async with conn.transaction():
-            await conn.execute(script)
-            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", v)
+    await migrate(conn, upto=version)
     if extra:
         async with conn.transaction():
             await conn.execute(extra)

@@ -12,7 +12,7 @@ import asyncpg
 
 from radiusd.store import passwords
 from radiusd.store.pg_migrations import migrate, scripts
-from radiusd.store.postgres import PgStore, translate
+from radiusd.store.postgres import translate
 
 _FILL = """
 INSERT INTO passwords (login, kind, state, secret, language, issued_at, unclaimed_until,
@@ -29,10 +29,8 @@ _COUNTERS = ("SELECT name, label, SUM(value)::bigint FROM counters "
 
 
 async def _migrated(url: str) -> asyncpg.Connection:
-    store = PgStore(url, pool_size=2)
-    await store.open()
-    await store.close()
     conn: asyncpg.Connection = await asyncpg.connect(url)
+    await migrate(conn)
     return conn
 
 
@@ -124,11 +122,7 @@ def test_a_database_counted_by_row_triggers_keeps_its_figures_across_migration_1
     async def run() -> tuple[int, dict[Any, int]]:
         conn: asyncpg.Connection = await asyncpg.connect(pg_url)
         try:
-            await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-            for version, script in enumerate(scripts()[:13], start=1):
-                async with conn.transaction():
-                    await conn.execute(script)
-                    await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
+            assert await migrate(conn, upto=13) == 13
             await conn.execute(_FILL, 10)  # counted by schema 13's row triggers
             sql, params = passwords.expire_by_class("rd1.1", 3.0, "stop")
             await conn.execute(translate(sql), *params)

@@ -167,6 +167,13 @@ async def _pg_plan(url: str, sql: str, params: tuple[object, ...]
     return plan, partial
 
 
+def _probes(scan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The index lookups of a table scan: a bitmap heap scan's children, else itself."""
+    probes: list[dict[str, Any]] = scan.get("Plans", []) \
+        if scan["Node Type"] == "Bitmap Heap Scan" else [scan]
+    return probes
+
+
 def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", ()):
@@ -237,7 +244,7 @@ def test_batched_point_reads_probe_the_key_whatever_the_statistics(
     scans = [n for n in _nodes(tree) if n.get("Relation Name") == table]
     assert scans, json.dumps(tree)
     for scan in scans:  # every read of the table follows the key's index, nothing else
-        probes = scan.get("Plans", []) if scan["Node Type"] == "Bitmap Heap Scan" else [scan]
+        probes = _probes(scan)
         assert [p["Node Type"] for p in probes] in (
             ["Index Scan"], ["Index Only Scan"], ["Bitmap Index Scan"]), json.dumps(tree)
         probe = probes[0]
@@ -314,7 +321,7 @@ def test_per_request_writes_reach_their_rows_by_key_whatever_the_plan_saw(
     scans = [n for n in nodes if n["Node Type"] != "ModifyTable"]
     assert scans, json.dumps(trees)
     for scan in scans:  # an index probe by the key (or by the id of rows found by it)
-        probes = scan.get("Plans", []) if scan["Node Type"] == "Bitmap Heap Scan" else [scan]
+        probes = _probes(scan)
         assert [p["Node Type"] for p in probes] in (["Index Scan"], ["Bitmap Index Scan"]), \
             json.dumps(trees)
         cond = probes[0].get("Index Cond", "")

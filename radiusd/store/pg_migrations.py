@@ -504,9 +504,10 @@ async def take_shard(conn: asyncpg.Connection) -> int | None:
     return None
 
 
-async def migrate(conn: asyncpg.Connection) -> int:
-    """Apply what is missing under the advisory lock; return the schema version."""
-    todo = scripts()
+async def migrate(conn: asyncpg.Connection, upto: int | None = None) -> int:
+    """Apply what is missing under the advisory lock; return the schema version.
+    `upto`: stop at that version (a benchmark or test of an older schema)."""
+    todo = scripts()[:upto]
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK)
     try:
         await conn.execute(
