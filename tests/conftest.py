@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from radiusd.testing.server import (
     nas_for,
     running_server,
 )
+from tests.hangs import watched
 from tests.pg import pg_server, pg_url  # noqa: F401  (fixtures: a real PostgreSQL)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -39,6 +40,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if _KEY_DIR is not None:
         os.environ.pop("RADIUSD_KEY_FILE", None)
         shutil.rmtree(_KEY_DIR, ignore_errors=True)
+
+
+# A phase of a test that hangs fails with every thread's and task's stack (tests/hangs.py).
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from watched(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from watched(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from watched(item, "teardown"))
 
 
 def require_peer(executable: str, package: str) -> str:

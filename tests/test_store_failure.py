@@ -60,9 +60,15 @@ class Nas:
         await stream.send(self.nas.encode(start))
         stream.close()
 
+    async def settled(self) -> None:
+        """Nothing in flight: a fired request's drop is counted when its handler
+        resumes, which can be after the store's health turned."""
+        await eventually(lambda: not self.server.in_flight)
+
     async def status_withheld(self) -> None:
         """A Status-Server goes out and is dropped as "store_failing" (not answered)."""
         dropped = self.server.stats.dropped
+        await self.settled()
         before = dropped["store_failing"]
         stream = await asyncio_dgram.connect(self.nas.auth_address)
         await stream.send(self.nas.encode(self.nas.status_server()))
@@ -253,6 +259,7 @@ async def test_no_request_is_answered_while_the_store_cannot_commit(
     with write_lock(server.config.database.path):
         await nas.fire_start()
         await eventually(lambda: not server.health.ok("store"))
+        await nas.settled()
         before = server.stats.dropped["store_failing"]
         with pytest.raises(NoReply):
             await asker.send(asker.access_request("+77011234567", password=""))
