@@ -25,6 +25,7 @@ from radiusd import export, journal, retention
 from radiusd.cli import UsageError, add_config_arg, config_named, load_config, register
 from radiusd.clock import SystemClock
 from radiusd.config import Config
+from radiusd.phone import e164
 from radiusd.store.backend import SyncConnection, connect_sync
 
 DAY = 86400.0
@@ -386,7 +387,7 @@ def _sessions_export(args: argparse.Namespace, config: Config, now: float) -> in
     since, until = _range(args, now)
     phone = None
     if args.phone is not None:
-        phone = export.e164(args.phone, config.otp.default_region)
+        phone = e164(args.phone, config.otp.default_region)
         if phone is None:
             raise UsageError(f"--phone: {args.phone!r} is not a phone number; type it as people "
                              "do, e.g. --phone '8 701 234 56 78' or --phone +77012345678")

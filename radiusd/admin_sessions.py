@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from radiusd import export, phone
+from radiusd import phone
 from radiusd.admin import (
     _database,
     _Failed,
@@ -49,7 +49,7 @@ Select = Callable[[Backend, float], Awaitable[list[LiveSession]]]
 
 
 def _number(text: str, flag: str, config: Config) -> str:
-    number = export.e164(text, config.otp.default_region)
+    number = phone.e164(text, config.otp.default_region)
     if number is None:
         raise UsageError(f"{flag}: {text!r} is not a phone number; type it as people do, "
                          "e.g. '8 701 234 56 78' or +77012345678")

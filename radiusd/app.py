@@ -19,9 +19,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import phonenumbers
-from phonenumbers import PhoneNumberFormat, PhoneNumberType
-
 from radiusd import phone
 from radiusd.accounting import AccountingPolicy
 from radiusd.auth import OtpAuth
@@ -527,12 +524,7 @@ def _settle_memory(config: Config) -> None:
     """Keep garbage-collector pauses out of the reply latency: load the number
     metadata now, then freeze everything start-up made (dictionaries, metadata,
     config) so that collections walk only what requests create."""
-    for region in {config.otp.default_region, *config.otp.allowed_regions}:
-        example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
-        if example is not None:
-            with contextlib.suppress(phone.NumberRefused):
-                phone.normalise(phonenumbers.format_number(example, PhoneNumberFormat.E164),
-                                config.otp.default_region, config.otp.allowed_regions)
+    phone.warm(config.otp.default_region, config.otp.allowed_regions)
     gc.collect()
     gc.freeze()
 

@@ -415,10 +415,10 @@ class OtpConfig(_Section):
 
 
 def _region(v: str) -> str:
-    import phonenumbers
+    from radiusd import phone  # libphonenumber's metadata only when a config is read
 
     code = v.upper()
-    if code not in phonenumbers.SUPPORTED_REGIONS:
+    if not phone.is_region(code):
         raise ValueError(f"{v!r} is not a two-letter region code such as \"KZ\"")
     return code
 

@@ -22,9 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
-
 from radiusd.journal import Entry
+from radiusd.phone import e164
 from radiusd.store import sessions
 from radiusd.store.backend import SyncConnection
 
@@ -160,18 +159,6 @@ class _Numbers:
         phone = e164(login, self.region)
         self.seen[login] = login if phone == login else phone  # one string, not two
         return phone
-
-
-def e164(text: str, region: str) -> str | None:
-    """A phone number as people type it (`8 701 234 56 78`) -> `+77012345678`."""
-    for candidate, reg in ((text, region), ("+" + text.strip(), None)):
-        try:
-            number = phonenumbers.parse(candidate, reg)
-        except phonenumbers.NumberParseException:
-            continue
-        if phonenumbers.is_valid_number(number):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return None
 
 
 def _device_text(device: str | None) -> str | None:

@@ -1,8 +1,11 @@
 """Is this a mobile number we may send a password to? Rules §4: the login is the
-subscriber's mobile number. Parsing is Google's libphonenumber (`phonenumbers`)."""
+subscriber's mobile number. Parsing is Google's libphonenumber (`phonenumbers`); this
+module is the only one that imports it (config's region codes, the journal's and the
+admin CLI's numbers, the start-up warm-up all ask here)."""
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import phonenumbers
@@ -85,3 +88,34 @@ def mask(e164: str) -> str:
     if len(national) < 7:
         return f"+{number.country_code} " + "*" * (len(national) - 2) + national[-2:]
     return f"+{number.country_code} {national[:3]} *** ** {national[-2:]}"
+
+
+def is_region(code: str) -> bool:
+    """A region code libphonenumber knows ("KZ"; upper case)."""
+    return code in phonenumbers.SUPPORTED_REGIONS
+
+
+def e164(text: str, region: str) -> str | None:
+    """Any valid number as people type it (`8 701 234 56 78`) -> `+77012345678`, or
+    None: mobile or not, any region. For reading back what is stored (the journal's
+    export, the admin CLI's searches), not for deciding whom to send a password to
+    (`normalise`)."""
+    for candidate, reg in ((text, region), ("+" + text.strip(), None)):
+        try:
+            number = phonenumbers.parse(candidate, reg)
+        except NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    return None
+
+
+def warm(default_region: str, allowed_regions: list[str]) -> None:
+    """Load libphonenumber's metadata of these regions now (it loads lazily, on a
+    number's first parse: milliseconds that would land on a first request)."""
+    for code in {default_region, *allowed_regions}:
+        example = phonenumbers.example_number_for_type(code, PhoneNumberType.MOBILE)
+        if example is not None:
+            with contextlib.suppress(NumberRefused):
+                normalise(phonenumbers.format_number(example, PhoneNumberFormat.E164),
+                          default_region, allowed_regions)

@@ -49,3 +49,27 @@ def test_default_region_reads_national_numbers() -> None:
 def test_mask_shows_country_operator_and_last_two_digits_only() -> None:
     assert phone.mask("+77012345678") == "+7 701 *** ** 78"
     assert "2345" not in phone.mask("+77012345678")
+
+
+@pytest.mark.parametrize(("typed", "found"), [
+    ("8 701 234 56 78", "+77012345678"),
+    ("77012345678", "+77012345678"),  # country code without "+"
+    ("+7 727 250 00 00", "+77272500000"),  # a landline: read back, never sent a code
+    ("+44 7911 123456", "+447911123456"),  # any region
+    ("hello", None),
+    ("12345", None),
+])
+def test_stored_numbers_are_read_back_as_e164_whatever_their_kind(
+        typed: str, found: str | None) -> None:
+    assert phone.e164(typed, "KZ") == found
+
+
+def test_region_codes_are_libphonenumbers() -> None:
+    assert phone.is_region("KZ") and phone.is_region("GB")
+    assert not phone.is_region("kz") and not phone.is_region("XX")
+
+
+def test_warm_up_parses_an_example_mobile_of_each_region() -> None:
+    phone._normalise.cache_clear()
+    phone.warm("KZ", ["KZ", "MN"])  # a parse per region: its metadata loaded now
+    assert phone._normalise.cache_info().currsize == 2
