@@ -196,8 +196,7 @@ class AccountingPolicy:
             ops += await self.hook.session_started(r, now)
         return ops
 
-    async def accounting(self, request: Request, record: object, now: float) -> Outcome:
-        assert isinstance(record, AcctRecord)
+    async def accounting(self, request: Request, record: AcctRecord, now: float) -> Outcome:
         if record.status != START:
             ops = await self.operations(record, now)
         elif self.open_reads is None:  # SQLite: local reads, one after the other

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from radiusd import phone
-from radiusd.accounting import AccountingPolicy
-from radiusd.auth import OtpAuth
+from radiusd.accounting import AccountingPolicy, AcctRecord
+from radiusd.auth import LoginContext, OtpAuth
 from radiusd.clock import Clock, SystemClock
 from radiusd.config import DEFAULT_SECRET, Config
 from radiusd.dispatch import Dispatcher
@@ -43,8 +43,9 @@ from radiusd.venues import venue_summary
 from radiusd.workers import PUBLISH_SECONDS, Exchange
 
 if TYPE_CHECKING:
-    from radiusd.http.metrics import Figures
+    from radiusd.http.metrics import Figures, RadiusTimer
     from radiusd.radius.radsec_listener import RadsecListener
+    from radiusd.sms.outbox import OutboxWorker
 
 log = logging.getLogger("radiusd")
 
@@ -72,10 +73,11 @@ class Server:
         self.listeners: list[Listener] = []
         self.endpoints: dict[Port, Endpoint] = {}  # UDP and RadSec share them
         self.radsec: RadsecListener | None = None  # RFC 6614, [server] radsec_listen
+        self.radius_timer: RadiusTimer | None = None  # /metrics' latency (http.instrument)
         self.in_flight = InFlight(config.server.max_in_flight)  # across all listeners
         self.background: list[asyncio.Task[Any]] = []
-        self.dispatcher: Dispatcher | None = None
-        self.sms: Any = None
+        self.dispatcher: Dispatcher[LoginContext, AcctRecord] | None = None
+        self.sms: OutboxWorker | None = None
         self._stopped = asyncio.Event()
         self._latch_writes: set[asyncio.Task[None]] = set()
 
@@ -186,14 +188,10 @@ class Server:
         self._latch_writes.add(task)
         task.add_done_callback(self._latch_writes.discard)
 
-    async def _start_sms(self) -> Any:
+    async def _start_sms(self) -> OutboxWorker:
         """The SMS provider and the outbox worker (Rules §6)."""
-        try:
-            from radiusd.sms import build_provider
-            from radiusd.sms.outbox import OutboxWorker
-        except ImportError:  # pragma: no cover - while the SMS package is incomplete
-            log.warning("SMS delivery is not available in this build")
-            return None
+        from radiusd.sms import build_provider
+        from radiusd.sms.outbox import OutboxWorker
         from radiusd.sms.routes import SmsRoutes
 
         provider = build_provider(self.config.sms)
@@ -395,7 +393,7 @@ class Server:
         from radiusd.http.metrics import own_figures
 
         figures = own_figures(self.stats.counts, self.stats.dropped,
-                              getattr(self, "radius_timer", None), self.book.limits.refused,
+                              self.radius_timer, self.book.limits.refused,
                               self.book.guesses.refused)
         if hasattr(self, "auth"):
             figures.venues.update(self.auth.figures.totals)

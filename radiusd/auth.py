@@ -74,7 +74,7 @@ class OtpAuth:
     def _reject(key: str, language: str, **values: object) -> Reply:
         return Reply.reject(messages.text(key, language, **values))
 
-    async def authorize(self, request: Request, now: float) -> object | Outcome:
+    async def authorize(self, request: Request, now: float) -> LoginContext | Outcome:
         # One read of the settings: a reload meanwhile (radiusd.reload) swaps
         # `self.venues`, and this request goes on with what it began with.
         venues = self.venues
@@ -210,16 +210,15 @@ class OtpAuth:
         self._voucher_misses.pop(login, None)
         return rows[0].login
 
-    async def authenticate(self, request: Request, context: object, now: float) -> bool:
-        assert isinstance(context, LoginContext)
+    async def authenticate(self, request: Request, context: LoginContext, now: float) -> bool:
         # The guess budget is per NAS as the network sees it: the address it sends from.
         context.checked = await self.book.check(context.login, context.matches,
                                                 context.device, request.source[0], now)
         return context.checked.password is not None
 
-    async def post_auth(self, request: Request, context: object, ok: bool,
+    async def post_auth(self, request: Request, context: LoginContext, ok: bool,
                         now: float) -> Outcome:
-        assert isinstance(context, LoginContext) and context.checked is not None
+        assert context.checked is not None  # `authenticate` set it
         checked = context.checked
         pw = checked.password
         lang = context.venue.language

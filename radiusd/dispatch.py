@@ -8,7 +8,7 @@ only while this server can serve (`Health`).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from radiusd.clock import Clock
 from radiusd.health import Health
@@ -16,37 +16,40 @@ from radiusd.radius.endpoint import Port
 from radiusd.radius.message import Drop, Outcome, Reply, Request
 from radiusd.radius.wire import Code
 
+Context = TypeVar("Context")  # what `authorize` found, handed to the next stages
+Record = TypeVar("Record")  # what `preacct` read from the packet, handed to `accounting`
 
-class AuthPolicy(Protocol):
+
+class AuthPolicy(Protocol[Context]):
     """Access-Request stages. ``authorize`` may answer at once (a reject, a challenge,
     "password sent by SMS"); otherwise its context flows through the next stages."""
 
-    async def authorize(self, request: Request, now: float) -> object | Outcome: ...
+    async def authorize(self, request: Request, now: float) -> Context | Outcome: ...
 
-    async def authenticate(self, request: Request, context: object, now: float) -> bool: ...
+    async def authenticate(self, request: Request, context: Context, now: float) -> bool: ...
 
     async def post_auth(
-        self, request: Request, context: object, ok: bool, now: float
+        self, request: Request, context: Context, ok: bool, now: float
     ) -> Outcome: ...
 
 
-class AccountingPolicy(Protocol):
+class AccountingPolicy(Protocol[Record]):
     """Accounting-Request stages. The Accounting-Response is returned only after the
     record is committed (RFC 2866 §2: the server MUST NOT reply before it has
     successfully recorded the packet)."""
 
-    def preacct(self, request: Request, now: float) -> object | Drop: ...
+    def preacct(self, request: Request, now: float) -> Record | Drop: ...
 
-    async def accounting(self, request: Request, record: object, now: float) -> Outcome: ...
+    async def accounting(self, request: Request, record: Record, now: float) -> Outcome: ...
 
 
-class Dispatcher:
+class Dispatcher(Generic[Context, Record]):
     # What a request needs working for Status-Server to be answered. SMS is not one:
     # logins, accounting and codes already sent go on without it.
     STATUS_SERVER_NEEDS = ("store",)
 
-    def __init__(self, auth: AuthPolicy, accounting: AccountingPolicy, clock: Clock,
-                 health: Health | None = None) -> None:
+    def __init__(self, auth: AuthPolicy[Context], accounting: AccountingPolicy[Record],
+                 clock: Clock, health: Health | None = None) -> None:
         self.auth = auth
         self.accounting = accounting
         self.clock = clock

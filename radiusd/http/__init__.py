@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -43,6 +43,9 @@ from radiusd.http.keys import (
     TIMER,
 )
 from radiusd.http.metrics import HttpCounters, RadiusTimer
+
+if TYPE_CHECKING:
+    from radiusd.app import Server
 
 log = logging.getLogger("radiusd.http")
 
@@ -149,7 +152,7 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.setdefault("Cache-Control", "no-store")
 
 
-def _base_app(server: Any, guard: Guard | None, counters: HttpCounters,
+def _base_app(server: Server, guard: Guard, counters: HttpCounters,
               timer: RadiusTimer | None) -> web.Application:
     cfg = server.config.http
     app = web.Application(middlewares=[_count, _shield], client_max_size=16 * 1024)
@@ -163,7 +166,7 @@ def _base_app(server: Any, guard: Guard | None, counters: HttpCounters,
     return app
 
 
-def build_app(server: Any, timer: RadiusTimer | None = None,
+def build_app(server: Server, timer: RadiusTimer | None = None,
               guard: Guard | None = None, counters: HttpCounters | None = None,
               ) -> web.Application:
     cfg = server.config.http
@@ -185,7 +188,7 @@ def build_app(server: Any, timer: RadiusTimer | None = None,
     return app
 
 
-def build_metrics_app(server: Any, guard: Guard, counters: HttpCounters,
+def build_metrics_app(server: Server, guard: Guard, counters: HttpCounters,
                       timer: RadiusTimer | None) -> web.Application:
     """`[http] metrics_listen`: /metrics and /healthz only."""
     app = _base_app(server, guard, counters, timer)
@@ -194,18 +197,17 @@ def build_metrics_app(server: Any, guard: Guard, counters: HttpCounters,
     return app
 
 
-def instrument(server: Any) -> RadiusTimer | None:
+def instrument(server: Server) -> RadiusTimer | None:
     """Put a `RadiusTimer` around the dispatcher the listeners call (once)."""
-    timer = getattr(server, "radius_timer", None)
-    if timer is not None:
-        return timer  # type: ignore[no-any-return]
+    if server.radius_timer is not None:
+        return server.radius_timer
     if not server.listeners:
         return None
     timer = RadiusTimer(server.listeners[0].handler)
     for listener in server.listeners:
         if listener.handler is timer.inner:
             listener.handler = timer
-    radsec = getattr(server, "radsec", None)  # RFC 6614: the same dispatcher over TLS
+    radsec = server.radsec  # RFC 6614: the same dispatcher over TLS
     if radsec is not None and radsec.handler is timer.inner:
         radsec.handler = timer
     server.radius_timer = timer
@@ -232,7 +234,7 @@ def _bind(guard: Guard, listen: list[str], what: str) -> list[tuple[Any, tuple[s
     return bound
 
 
-async def start_http(server: Any) -> HttpHandle | None:
+async def start_http(server: Server) -> HttpHandle | None:
     """Serve HTTP on `[http] listen` (and `metrics_listen`); None when `listen` is
     empty. Idempotent: a server that already has `server.http` gets it back."""
     existing = getattr(server, "http", None)

@@ -12,7 +12,7 @@ import contextlib
 import ipaddress
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -23,6 +23,10 @@ from radiusd.http.keys import COUNTERS, DB_CACHE, GUARD, IP_LIMITS, METRICS_ALLO
 from radiusd.http.language import pick_language
 from radiusd.otp import HOUR, MINUTE, Issued, Window
 from radiusd.store import counts, outbox
+
+if TYPE_CHECKING:
+    from radiusd.app import Server
+    from radiusd.http.metrics import HttpCounters
 
 # Refusals that are the user's input (400) versus limits (429 + Retry-After).
 BAD_INPUT = {"not_a_number", "not_mobile", "region_not_allowed", "no_login"}
@@ -162,7 +166,7 @@ async def otp(request: web.Request) -> web.Response:
     return response
 
 
-async def _otp(request: web.Request, server: Any, counters: Any) -> web.Response:
+async def _otp(request: web.Request, server: Server, counters: HttpCounters) -> web.Response:
     cfg = server.config.http
     if not server.health.ok("store"):
         # As RADIUS answers nothing while the store fails (issue 12 item 5), the API
@@ -272,7 +276,7 @@ async def healthz(request: web.Request) -> web.Response:
                              status=200 if ok else 503)
 
 
-async def sms_waiting(server: Any) -> float | None:
+async def sms_waiting(server: Server) -> float | None:
     """Seconds the oldest queued SMS has waited (0: none waits); None: unknown."""
     try:
         oldest = await asyncio.wait_for(outbox.oldest_queued(server.store), 2.0)
@@ -284,7 +288,7 @@ async def sms_waiting(server: Any) -> float | None:
     return waited
 
 
-async def health_checks(server: Any) -> dict[str, str]:
+async def health_checks(server: Server) -> dict[str, str]:
     """`store`, `sms`, and any other part `server.health` reports failing."""
     checks: dict[str, str] = {}
     health = server.health

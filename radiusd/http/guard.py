@@ -34,7 +34,7 @@ import socket
 import struct
 from collections import Counter
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -42,6 +42,10 @@ from aiohttp.web_request import BaseRequest
 
 from radiusd.http.api import NAS_FACTOR, limit_key
 from radiusd.throttle import LogThrottle
+
+if TYPE_CHECKING:
+    from radiusd.app import Server
+    from radiusd.http.metrics import HttpCounters
 
 log = logging.getLogger("radiusd.http")
 
@@ -202,7 +206,7 @@ class GuardedHandler(web.RequestHandler):
 class Guard:
     """Accept loops and connection bounds, shared by every HTTP listener."""
 
-    def __init__(self, server: Any, counters: Any, total_cap: int) -> None:
+    def __init__(self, server: Server, counters: HttpCounters, total_cap: int) -> None:
         cfg = server.config.http
         self.server = server
         self.counters = counters

@@ -15,14 +15,21 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from radiusd.limits import GUESS_CAPS, SMS_CAPS
 from radiusd.radius.message import Drop, Outcome, Request
 from radiusd.radius.wire import Code
 from radiusd.store.counts import Snapshot
+
+if TYPE_CHECKING:
+    from radiusd.health import Health
+    from radiusd.http.guard import Guard
+    from radiusd.radius.endpoint import Port
+    from radiusd.radius.listener import Handler
+    from radiusd.sms.outbox import OutboxWorker
 
 # Seconds; RADIUS answers are expected in milliseconds, a NAS gives up after 1-5 s.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -57,31 +64,30 @@ class Histogram:
         return out
 
 
-Handler = Callable[[Request, Any], Awaitable[Outcome]]
 
 
 class RadiusTimer:
     """Wraps the dispatcher: counts each answer by client and code, times it."""
 
     def __init__(self, inner: Handler) -> None:
-        self.inner = inner
+        self.inner: Handler = inner
         self.replies: Counter[tuple[str, str, str]] = Counter()  # (port, client, code)
         self.latency: dict[str, Histogram] = {}
 
-    async def __call__(self, request: Request, port: Any) -> Outcome:
+    async def __call__(self, request: Request, port: Port) -> Outcome:
         t0 = time.perf_counter()
         outcome = await self.inner(request, port)
         self._observe(port, request.client.name, outcome, time.perf_counter() - t0)
         return outcome
 
-    def status_server(self, port: Any) -> Outcome:
+    def status_server(self, port: Port) -> Outcome:
         """RFC 5997: the listener answers Status-Server without a task; counted too."""
         t0 = time.perf_counter()
-        outcome: Outcome = self.inner.status_server(port)  # type: ignore[attr-defined]
+        outcome = self.inner.status_server(port)
         self._observe(port, None, outcome, time.perf_counter() - t0)
         return outcome
 
-    def _observe(self, port: Any, client: str | None, outcome: Outcome,
+    def _observe(self, port: Port, client: str | None, outcome: Outcome,
                  elapsed: float) -> None:
         if isinstance(outcome, Drop):
             code = "drop"
@@ -282,8 +288,8 @@ def render(stats_counts: Counter[str], stats_dropped: Counter[str],
     return "\n".join(lines) + "\n"
 
 
-def render_bounds(http: HttpCounters, guard: Any, health: Any, sms: Any,
-                  sms_waiting: float | None) -> str:
+def render_bounds(http: HttpCounters, guard: Guard | None, health: Health,
+                  sms: OutboxWorker | None, sms_waiting: float | None) -> str:
     """Issue 19: connections and their bounds, descriptors running out, malformed
     requests, health episodes, and whether SMS go out."""
     lines: list[str] = []
