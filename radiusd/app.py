@@ -43,6 +43,7 @@ from radiusd.venues import venue_summary
 from radiusd.workers import PUBLISH_SECONDS, Exchange
 
 if TYPE_CHECKING:
+    from radiusd.http import HttpHandle
     from radiusd.http.metrics import Figures, RadiusTimer
     from radiusd.radius.radsec_listener import RadsecListener
     from radiusd.sms.outbox import OutboxWorker
@@ -74,6 +75,7 @@ class Server:
         self.endpoints: dict[Port, Endpoint] = {}  # UDP and RadSec share them
         self.radsec: RadsecListener | None = None  # RFC 6614, [server] radsec_listen
         self.radius_timer: RadiusTimer | None = None  # /metrics' latency (http.instrument)
+        self.http: HttpHandle | None = None  # portal, API, /metrics (worker 0; start_http)
         self.in_flight = InFlight(config.server.max_in_flight)  # across all listeners
         self.background: list[asyncio.Task[Any]] = []
         self.dispatcher: Dispatcher[LoginContext, AcctRecord] | None = None
@@ -415,7 +417,7 @@ class Server:
         """Stop reading, let in-flight requests finish and reply, flush the store."""
         from radiusd.http import stop_http
 
-        await stop_http(getattr(self, "http", None))
+        await stop_http(self.http)
         for listener in self.listeners:
             await listener.stop_reading()
         if self.radsec is not None:

@@ -237,9 +237,8 @@ def _bind(guard: Guard, listen: list[str], what: str) -> list[tuple[Any, tuple[s
 async def start_http(server: Server) -> HttpHandle | None:
     """Serve HTTP on `[http] listen` (and `metrics_listen`); None when `listen` is
     empty. Idempotent: a server that already has `server.http` gets it back."""
-    existing = getattr(server, "http", None)
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
+    if server.http is not None:
+        return server.http
     cfg = server.config.http
     if not cfg.listen:
         return None
@@ -306,5 +305,5 @@ async def stop_http(handle: HttpHandle | None) -> None:
     await handle.runner.cleanup()
     if handle.metrics_runner is not None:
         await handle.metrics_runner.cleanup()
-    if getattr(server, "http", None) is handle:
+    if server.http is handle:
         server.http = None
