@@ -64,13 +64,11 @@ class Histogram:
         return out
 
 
-
-
 class RadiusTimer:
     """Wraps the dispatcher: counts each answer by client and code, times it."""
 
     def __init__(self, inner: Handler) -> None:
-        self.inner: Handler = inner
+        self.inner = inner
         self.replies: Counter[tuple[str, str, str]] = Counter()  # (port, client, code)
         self.latency: dict[str, Histogram] = {}
 
