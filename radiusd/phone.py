@@ -48,17 +48,8 @@ def _parse(text: str, default_region: str, allowed_regions: tuple[str, ...]) -> 
     cleaned = text.strip()
     if not cleaned or len(cleaned) > 32:
         raise NumberRefused("not_a_number")
-    try:
-        number = phonenumbers.parse(cleaned, default_region)
-    except NumberParseException:
-        number = None
-    if (number is None or not phonenumbers.is_valid_number(number)) and cleaned.isdigit():
-        # "77012345678": the country code typed without "+".
-        try:
-            number = phonenumbers.parse("+" + cleaned, None)
-        except NumberParseException:
-            number = None
-    if number is None or not phonenumbers.is_valid_number(number):
+    number = _valid(cleaned, default_region, with_plus=cleaned.isdigit())
+    if number is None:
         raise NumberRefused("not_a_number")
     region = phonenumbers.region_code_for_number(number)
     if region not in allowed_regions:
@@ -100,13 +91,23 @@ def e164(text: str, region: str) -> str | None:
     None: mobile or not, any region. For reading back what is stored (the journal's
     export, the admin CLI's searches), not for deciding whom to send a password to
     (`normalise`)."""
-    for candidate, reg in ((text, region), ("+" + text.strip(), None)):
+    number = _valid(text.strip(), region, with_plus=True)
+    return None if number is None else phonenumbers.format_number(number, PhoneNumberFormat.E164)
+
+
+def _valid(text: str, region: str, *, with_plus: bool) -> phonenumbers.PhoneNumber | None:
+    """The valid number `text` is, read in `region`; failing that and `with_plus`, read
+    with a "+" in front ("77012345678": the country code typed without it)."""
+    candidates: list[tuple[str, str | None]] = [(text, region)]
+    if with_plus:
+        candidates.append(("+" + text, None))
+    for candidate, reg in candidates:
         try:
             number = phonenumbers.parse(candidate, reg)
         except NumberParseException:
             continue
         if phonenumbers.is_valid_number(number):
-            return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+            return number
     return None
 
 
