@@ -51,11 +51,11 @@ def loop_finding(loop: asyncio.AbstractEventLoop) -> str:
     ready = len(getattr(loop, "_ready", ()))
     timers = len(getattr(loop, "_scheduled", ()))
     tid = getattr(loop, "_thread_id", None)
-    frame = sys._current_frames().get(tid) if tid is not None else None
-    if frame is not None and _asleep(frame) and ready:
+    asleep = _asleep(sys._current_frames().get(tid) if tid is not None else None)
+    if asleep and ready:
         return (f"its loop sleeps in select with {ready} callback(s) ready and "
                 f"{timers} timer(s): a wake-up was lost (call_soon from another thread?)")
-    where = "asleep in select" if _asleep(frame) else "running"
+    where = "asleep in select" if asleep else "running"
     return f"its loop is {where}, {ready} callback(s) ready, {timers} timer(s)"
 
 

@@ -286,19 +286,18 @@ def render(stats_counts: Counter[str], stats_dropped: Counter[str],
     return "\n".join(lines) + "\n"
 
 
-def render_bounds(http: HttpCounters, guard: Guard | None, health: Health,
+def render_bounds(http: HttpCounters, guard: Guard, health: Health,
                   sms: OutboxWorker | None, sms_waiting: float | None) -> str:
     """Issue 19: connections and their bounds, descriptors running out, malformed
     requests, health episodes, and whether SMS go out."""
+    book = guard.book
     lines: list[str] = []
-    if guard is not None:
-        book = guard.book
-        lines += _family("radiusd_http_connections", "gauge", "HTTP connections open.")
-        lines += _samples("radiusd_http_connections", [({}, book.total)])
-        lines += _family("radiusd_http_connections_limit", "gauge",
-                         "Most HTTP connections open at once, in all and per client.")
-        lines += _samples("radiusd_http_connections_limit", [
-            ({"scope": "total"}, book.total_cap), ({"scope": "per_address"}, book.per_key_cap)])
+    lines += _family("radiusd_http_connections", "gauge", "HTTP connections open.")
+    lines += _samples("radiusd_http_connections", [({}, book.total)])
+    lines += _family("radiusd_http_connections_limit", "gauge",
+                     "Most HTTP connections open at once, in all and per client.")
+    lines += _samples("radiusd_http_connections_limit", [
+        ({"scope": "total"}, book.total_cap), ({"scope": "per_address"}, book.per_key_cap)])
     lines += _family("radiusd_http_connections_refused_total", "counter",
                      "HTTP connections closed at once: a client's share or the total was full.")
     lines += _samples("radiusd_http_connections_refused_total", (
